@@ -1,0 +1,96 @@
+//! Switching CR3 with process-context identifiers.
+//!
+//! With PCID the TLB tags each translation with a 12-bit id, so switching
+//! address spaces need not flush it. Ids are handed out per CPU: each CPU
+//! keeps a few slots, each remembering which address space (by its
+//! never-reused 64-bit id) it last held and at which unmap generation. A
+//! switch to a space that still owns its slot at the same generation loads
+//! CR3 with the "no flush" bit; a new space, or one that unmapped something
+//! since, gets its slot flushed as it is loaded. PCID 0 is the kernel's own
+//! space. Without PCID every switch is a plain CR3 write.
+
+use core::{arch::asm, cell::UnsafeCell};
+
+use super::cpu::{MAX_CPUS, cpu_index, features};
+
+/// Slots (PCIDs 1..=SLOTS) per CPU.
+const SLOTS: usize = 12;
+/// CR3 bit 63: keep this PCID's cached translations.
+const NO_FLUSH: u64 = 1 << 63;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    space: u64,
+    generation: u64,
+}
+
+struct CpuSlots {
+    slots: [Slot; SLOTS],
+    next_victim: usize,
+    current_root: u64,
+}
+
+struct PerCpu(UnsafeCell<CpuSlots>);
+// SAFETY: each CPU touches only its own entry, with interrupts off.
+unsafe impl Sync for PerCpu {}
+
+static SLOTS_OF: [PerCpu; MAX_CPUS] = [const {
+    PerCpu(UnsafeCell::new(CpuSlots {
+        slots: [Slot { space: u64::MAX, generation: 0 }; SLOTS],
+        next_victim: 0,
+        current_root: 0,
+    }))
+}; MAX_CPUS];
+
+/// Loads `root` (address space `space` at unmap generation `generation`)
+/// into CR3, reusing or recycling this CPU's PCID slots. Returns true when
+/// CR3 was written.
+///
+/// # Safety
+/// The space must stay alive while current, and must map the running code
+/// and stack.
+pub unsafe fn switch_to(root: u64, space: u64, generation: u64) -> bool {
+    super::interrupts::without(|| {
+        // SAFETY: only this CPU touches its slots, and interrupts are off.
+        let cpu = unsafe { &mut *SLOTS_OF[cpu_index()].0.get() };
+        if cpu.current_root == root {
+            return false;
+        }
+        cpu.current_root = root;
+        if !features().pcid {
+            // SAFETY: forwarded to the caller.
+            unsafe { write_cr3(root) };
+            return true;
+        }
+        let value = if space == 0 {
+            // The kernel space: PCID 0, which never needs a flush because
+            // kernel mappings are global or never removed without a
+            // shoot-down.
+            root | NO_FLUSH
+        } else if let Some(index) = cpu.slots.iter().position(|slot| slot.space == space) {
+            let slot = &mut cpu.slots[index];
+            let keep = if slot.generation == generation { NO_FLUSH } else { 0 };
+            slot.generation = generation;
+            root | (index as u64 + 1) | keep
+        } else {
+            let index = cpu.next_victim;
+            cpu.next_victim = (index + 1) % SLOTS;
+            cpu.slots[index] = Slot { space, generation };
+            root | (index as u64 + 1)
+        };
+        // SAFETY: forwarded to the caller.
+        unsafe { write_cr3(value) };
+        true
+    })
+}
+
+/// Records that this CPU runs on `root` already (at start-up).
+pub fn note_current(root: u64) {
+    // SAFETY: only this CPU touches its slots; called before it schedules.
+    unsafe { (*SLOTS_OF[cpu_index()].0.get()).current_root = root };
+}
+
+unsafe fn write_cr3(value: u64) {
+    // SAFETY: the caller guarantees the new tables map what runs.
+    unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
+}

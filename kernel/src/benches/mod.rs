@@ -1,0 +1,3 @@
+//! In-kernel benchmarks, one file per subsystem (see [`crate::bench`]).
+
+mod foundation;

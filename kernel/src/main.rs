@@ -1,0 +1,239 @@
+//! Orrery: an x86_64 kernel whose heart is its task system.
+//!
+//! Boot order: [`boot_main`] runs on the bootstrap CPU from the PVH entry in
+//! [`arch::boot`]; it brings up the console, traps, memory, the local APIC
+//! and the other CPUs (which enter [`ap_main`]), then hands over to the mode
+//! the command line asks for: run, test or bench.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod bench;
+mod benches;
+pub mod console;
+pub mod ktest;
+pub mod mm;
+pub mod sync;
+pub mod tests;
+pub mod time;
+
+use alloc::vec::Vec;
+use core::{panic::PanicInfo, sync::atomic::AtomicBool};
+
+use arch::{apic, cpu, gdt, paging, qemu, smp, start_info::BootInfo, traps, tsc};
+use mm::stacks::{self, KernelStack};
+use orrery_cmdline::{BootOptions, LogLevel, Mode};
+
+/// Set when the command line says the TSC counts instructions (`icount`).
+pub static OPTIONS_ICOUNT: AtomicBool = AtomicBool::new(false);
+
+/// The stacks each CPU uses for traps, made before the CPU starts.
+static TRAP_STACKS: sync::SpinLock<Vec<gdt::TrapStacks>> = sync::SpinLock::new(Vec::new());
+/// Stacks owned by the application processors for as long as they run.
+static AP_STACKS: sync::SpinLock<Vec<KernelStack>> = sync::SpinLock::new(Vec::new());
+
+/// Entry of the bootstrap CPU in 64-bit mode, on the boot stack, with the
+/// boot page tables. `start_info` is the physical address of the PVH
+/// `hvm_start_info` block.
+pub extern "C" fn boot_main(start_info: u32) -> ! {
+    let boot_apic_id =
+        raw_cpuid::CpuId::new().get_feature_info().map_or(0, |info| u32::from(info.initial_local_apic_id()));
+    // SAFETY: this is the bootstrap CPU's first Rust code; index 0 is its.
+    unsafe { cpu::install_percpu(0, boot_apic_id) };
+    console::init();
+    cpu::enable_features();
+    // Traps first, so that anything going wrong below is reported.
+    // SAFETY: CPU 0, once, before interrupts are enabled; the static stacks
+    // live for ever.
+    unsafe {
+        gdt::load(
+            0,
+            gdt::TrapStacks {
+                privilege0: 0,
+                double_fault: stacks::BOOT_DOUBLE_FAULT_STACK.top(),
+                nmi: stacks::BOOT_NMI_STACK.top(),
+                machine_check: stacks::BOOT_MACHINE_CHECK_STACK.top(),
+            },
+        )
+    };
+    traps::init_idt();
+    let (hz, source) = tsc::calibrate();
+    // SAFETY: `start_info` came from the loader in %ebx and the boot page
+    // tables map the first 4 GiB at the physical window.
+    let boot_info = match unsafe { BootInfo::read(u64::from(start_info), paging::PHYSMAP_BASE) } {
+        Ok(info) => info,
+        Err(error) => panic!("bad PVH start info: {error:?}"),
+    };
+    let options = BootOptions::parse(boot_info.cmdline());
+    OPTIONS_ICOUNT.store(options.icount, core::sync::atomic::Ordering::Relaxed);
+    console::init_log(match options.log_level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    });
+    log::info!(
+        "Orrery booting on cpu0 (APIC id {boot_apic_id}); TSC {}.{:03} MHz ({source:?})",
+        hz / 1_000_000,
+        hz / 1000 % 1000
+    );
+    log::info!("command line: {:?}", boot_info.cmdline());
+    for problem in options.problems() {
+        log::warn!("{problem}; ignored");
+    }
+    if options.dropped_problems > 0 {
+        log::warn!("{} more command-line problems not shown", options.dropped_problems);
+    }
+    if boot_info.truncated_cmdline > 0 || boot_info.dropped_regions > 0 {
+        log::warn!(
+            "start info truncated: {} command-line bytes and {} memory regions dropped",
+            boot_info.truncated_cmdline,
+            boot_info.dropped_regions
+        );
+    }
+
+    // Memory.
+    let layout = paging::image_layout();
+    let image_start = layout.boot.0;
+    let image_end = layout.data.1 - paging::KERNEL_OFFSET;
+    let memory = mm::frames::init(boot_info.regions().copied(), image_start, image_end);
+    // SAFETY: CPU 0, once, with the frame allocator ready and nothing else running.
+    if let Err(error) = unsafe { paging::init_kernel_space(memory.physical_end, &stacks::static_guard_pages()) } {
+        panic!("cannot build the kernel address space: {error:?}");
+    }
+    arch::pcid::note_current(paging::kernel_root());
+    traps::set_guard_page_check(stacks::is_guard_page);
+    log::info!(
+        "memory: {} MiB usable, {} free frames, bitmap {} frames, physical end {:#x}",
+        (memory.usable_frames * 4096) >> 20,
+        mm::frames::free_count(),
+        memory.bitmap_frames,
+        memory.physical_end
+    );
+    let features = cpu::features();
+    log::info!(
+        "cpu features: nx={} smep={} smap={} pcid={} invpcid={} x2apic={} tsc-deadline={} xsave={} avx={} ({} B state)",
+        features.nx,
+        features.smep,
+        features.smap,
+        features.pcid,
+        features.invpcid,
+        features.x2apic,
+        features.tsc_deadline,
+        features.xsave,
+        features.avx,
+        cpu::xsave_area_size()
+    );
+
+    // Interrupts.
+    apic::disable_legacy_pic();
+    apic::init_local();
+    apic::calibrate_timer();
+    time::init();
+    smp::init_calls();
+
+    // The other CPUs.
+    let mut listed = Vec::new();
+    if let Err(error) = arch::acpi::for_each_processor(boot_info.rsdp, |entry| listed.push(entry.apic_id)) {
+        log::warn!("no CPU list from ACPI ({error:?}); running on the bootstrap CPU only");
+    }
+    smp::register_cpus(&listed, boot_apic_id);
+    start_other_cpus();
+    let boot_ticks = smp::all_online_tsc().saturating_sub(tsc::boot_tsc());
+    log::info!(
+        "{} of {} CPUs online {} us after the first instruction",
+        (0..smp::cpu_count()).filter(|cpu| smp::is_online(*cpu)).count(),
+        smp::cpu_count(),
+        tsc::ticks_to_nanos(boot_ticks) / 1000
+    );
+    // The 32-bit boot code and boot page tables are no longer used by any CPU.
+    let boot_frames = (layout.boot.1 - layout.boot.0) / 4096;
+    let released = mm::frames::release_boot_frames(orrery_frames::Frame::containing(layout.boot.0), boot_frames);
+    log::info!("released {released} frames of boot code and boot page tables");
+    arch::interrupts::enable();
+
+    match options.mode {
+        Mode::Test(selection) => ktest::run(selection),
+        Mode::Bench(selection) => bench::run(selection),
+        Mode::Run => {
+            log::info!("nothing to run yet; halting");
+            qemu::exit(qemu::ExitCode::Success)
+        }
+    }
+}
+
+/// Records CPU 0 as online, prepares the other CPUs' stacks and starts them.
+fn start_other_cpus() {
+    let count = smp::cpu_count();
+    let place = smp::location(0);
+    log::info!("cpu0 online: APIC id {}, {place}", smp::apic_id(0));
+    smp::mark_online();
+    if count <= 1 {
+        return;
+    }
+    let mut trap_stacks = TRAP_STACKS.lock();
+    let mut owned = AP_STACKS.lock();
+    let mut new_stack = || {
+        let stack = KernelStack::new().expect("memory for a CPU's stacks");
+        let top = stack.top();
+        owned.push(stack);
+        top
+    };
+    trap_stacks.push(gdt::TrapStacks::default());
+    for _ in 1..count {
+        trap_stacks.push(gdt::TrapStacks {
+            privilege0: new_stack(),
+            double_fault: new_stack(),
+            nmi: new_stack(),
+            machine_check: new_stack(),
+        });
+    }
+    let entry_stacks: Vec<u64> = (1..count).map(|_| new_stack()).collect();
+    drop(owned);
+    drop(trap_stacks);
+    let report = smp::start_application_processors(ap_entry, &entry_stacks);
+    if report.online < report.listed {
+        log::error!("only {} of {} CPUs came online", report.online, report.listed);
+    }
+}
+
+/// First Rust code of an application processor, on a guarded stack, with
+/// the start-up page tables; `_arrival` is its place in the arrival order.
+extern "C" fn ap_entry(_arrival: u64) -> ! {
+    let apic_id = raw_cpuid::CpuId::new().get_feature_info().map_or(0, |info| u32::from(info.initial_local_apic_id()));
+    let Some(index) = smp::index_of_apic_id(apic_id) else { cpu::halt_forever() };
+    // SAFETY: the index is this CPU's by its APIC id, used by no other CPU.
+    unsafe { cpu::install_percpu(index, apic_id) };
+    // SAFETY: this code and stack are mapped in the kernel space.
+    unsafe { paging::activate_kernel_space() };
+    arch::pcid::note_current(paging::kernel_root());
+    cpu::enable_features();
+    let stacks = TRAP_STACKS.lock()[index];
+    // SAFETY: on CPU `index`, once, interrupts off; the stacks are owned by
+    // `AP_STACKS` for ever.
+    unsafe { gdt::load(index, stacks) };
+    traps::load_idt();
+    apic::init_local();
+    log::info!("cpu{index} online: APIC id {apic_id}, {}", smp::location(index));
+    smp::mark_online();
+    ap_main()
+}
+
+/// The application processor's life after start-up: wait for work.
+fn ap_main() -> ! {
+    loop {
+        arch::interrupts::enable_and_halt();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    arch::interrupts::disable();
+    apic::stop_other_cpus();
+    console::write_fmt_panicking(format_args!("\nKERNEL PANIC on cpu{}: {info}\n", arch::cpu_index()));
+    qemu::exit(qemu::ExitCode::Failure)
+}

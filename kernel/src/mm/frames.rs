@@ -1,0 +1,149 @@
+//! The physical frame allocator: one [`FrameBitmap`] behind a lock, filled
+//! from the boot memory map.
+//!
+//! Frames are handed out one at a time (page tables, user pages, stacks) or
+//! in runs (heap growth, the AP trampoline). The free count is readable at
+//! any time, so tests can prove that a workload gives back every frame it
+//! took.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use orrery_frames::{Frame, FrameBitmap};
+
+use crate::{
+    arch::{
+        paging::{self, phys_to_virt},
+        start_info::{Region, RegionKind},
+    },
+    sync::SpinLock,
+};
+
+static FRAMES: SpinLock<Option<FrameBitmap<&'static mut [u64]>>> = SpinLock::new(None);
+/// Copy of the free count, readable without the lock.
+static FREE: AtomicU64 = AtomicU64::new(0);
+static TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Memory below this is never handed out: real-mode structures, the AP
+/// start-up page, and firmware areas.
+const LOW_MEMORY_END: u64 = 1 << 20;
+
+/// What [`init`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct MemorySummary {
+    /// One past the highest usable physical address.
+    pub physical_end: u64,
+    /// Usable frames handed to the allocator.
+    pub usable_frames: u64,
+    /// Frames of the bitmap itself.
+    pub bitmap_frames: u64,
+}
+
+/// Builds the allocator from the memory map. The kernel image (`image_start
+/// .. image_end`, physical) and everything below 1 MiB stay reserved. Runs on
+/// the boot page tables, which map the first 4 GiB at the physical window.
+pub fn init(regions: impl Iterator<Item = Region> + Clone, image_start: u64, image_end: u64) -> MemorySummary {
+    let usable = regions.clone().filter(|region| region.kind == RegionKind::Usable);
+    let physical_end = usable.clone().map(|region| region.start + region.size).max().unwrap_or(0);
+    let frame_count = physical_end.div_ceil(Frame::SIZE);
+    let words = FrameBitmap::<&mut [u64]>::storage_words(frame_count);
+    let bitmap_bytes = (words * 8) as u64;
+    let bitmap_frames = bitmap_bytes.div_ceil(Frame::SIZE);
+    // The bitmap goes in the first usable stretch above the image that holds
+    // it and is reachable through the boot mapping (below 4 GiB).
+    let storage_start = usable
+        .clone()
+        .filter_map(|region| {
+            let start = region.start.max(image_end).max(LOW_MEMORY_END).next_multiple_of(Frame::SIZE);
+            let end = region.start + region.size;
+            (start + bitmap_frames * Frame::SIZE <= end.min(4 << 30)).then_some(start)
+        })
+        .next()
+        .expect("no room for the frame bitmap below 4 GiB");
+    // SAFETY: the range is usable RAM that nothing else uses (it is reserved
+    // below before any frame is handed out), mapped by the boot tables.
+    let storage = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(storage_start) as *mut u64, words) };
+    let mut bitmap = FrameBitmap::new(storage, Frame(0), frame_count).expect("sized by storage_words");
+    for region in usable {
+        let first = region.start.div_ceil(Frame::SIZE);
+        let end = (region.start + region.size) / Frame::SIZE;
+        if end > first {
+            bitmap.add_free(Frame(first), end - first);
+        }
+    }
+    bitmap.reserve(Frame(0), LOW_MEMORY_END / Frame::SIZE);
+    let image_first = image_start / Frame::SIZE;
+    bitmap.reserve(Frame(image_first), image_end.div_ceil(Frame::SIZE) - image_first);
+    bitmap.reserve(Frame::containing(storage_start), bitmap_frames);
+    let free = bitmap.free_count();
+    FREE.store(free, Ordering::Relaxed);
+    TOTAL.store(free, Ordering::Relaxed);
+    *FRAMES.lock() = Some(bitmap);
+    MemorySummary { physical_end, usable_frames: free, bitmap_frames }
+}
+
+/// Takes one frame, or `None` when memory is exhausted.
+pub fn allocate() -> Option<Frame> {
+    let mut guard = FRAMES.lock();
+    let frame = guard.as_mut()?.allocate()?;
+    FREE.fetch_sub(1, Ordering::Relaxed);
+    Some(frame)
+}
+
+/// Takes one frame and fills it with zeros.
+pub fn allocate_zeroed() -> Option<Frame> {
+    let frame = allocate()?;
+    // SAFETY: the frame was just allocated, so nothing else refers to it,
+    // and the physical window maps it.
+    unsafe { core::ptr::write_bytes(phys_to_virt(frame.address()) as *mut u8, 0, Frame::SIZE as usize) };
+    Some(frame)
+}
+
+/// Takes `count` physically contiguous frames aligned to `align` frames.
+pub fn allocate_contiguous(count: u64, align: u64) -> Option<Frame> {
+    let mut guard = FRAMES.lock();
+    let frame = guard.as_mut()?.allocate_contiguous(count, align)?;
+    FREE.fetch_sub(count, Ordering::Relaxed);
+    Some(frame)
+}
+
+/// Gives a frame back. A double free or a frame the allocator never managed
+/// is a kernel bug, and stops the kernel with the frame's address.
+pub fn deallocate(frame: Frame) {
+    let mut guard = FRAMES.lock();
+    let bitmap = guard.as_mut().expect("frame allocator not initialised");
+    if let Err(error) = bitmap.deallocate(frame) {
+        drop(guard);
+        panic!("frame allocator: {error}");
+    }
+    FREE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Makes frames that were reserved at boot (the boot code, the loader's
+/// images) available. Returns how many became free.
+pub fn release_boot_frames(first: Frame, count: u64) -> u64 {
+    let mut guard = FRAMES.lock();
+    let added = guard.as_mut().map_or(0, |bitmap| bitmap.add_free(first, count));
+    FREE.fetch_add(added, Ordering::Relaxed);
+    TOTAL.fetch_add(added, Ordering::Relaxed);
+    added
+}
+
+/// Frames free right now.
+pub fn free_count() -> u64 {
+    FREE.load(Ordering::Relaxed)
+}
+
+/// Frames the allocator manages in all (free or in use).
+pub fn total_count() -> u64 {
+    TOTAL.load(Ordering::Relaxed)
+}
+
+/// True when `frame` is free (for tests).
+pub fn is_free(frame: Frame) -> bool {
+    FRAMES.lock().as_ref().is_some_and(|bitmap| bitmap.is_free(frame))
+}
+
+/// Kernel-virtual address of a frame's first byte.
+pub fn frame_pointer(frame: Frame) -> *mut u8 {
+    paging::phys_to_virt(frame.address()) as *mut u8
+}

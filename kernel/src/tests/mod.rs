@@ -1,0 +1,4 @@
+//! In-kernel tests, one file per subsystem. They run in QEMU when the command
+//! line says `test` (see [`crate::ktest`]).
+
+mod foundation;

@@ -1,0 +1,162 @@
+//! `cargo run [-- OPTIONS]`: builds the kernel and boots it in QEMU with the
+//! serial console on this terminal.
+
+use std::{process::ExitCode, time::Duration};
+
+use orrery_runner::{Accel, Machine, QemuConfig, TestReport};
+
+const USAGE: &str = "\
+usage: cargo run [-- OPTIONS]
+
+Boots the Orrery kernel in QEMU with its serial console on this terminal.
+
+options:
+  --smp SPEC        CPUs, in QEMU -smp syntax: 4, or 8,sockets=1,cores=4,threads=2 [4]
+  --memory SIZE     guest memory in QEMU -m syntax [512M]
+  --accel tcg|kvm   CPU emulation; kvm needs hardware virtualisation [tcg]
+  --machine q35|microvm
+                    machine type [q35]
+  --gdb             wait for gdb on localhost:1234 before running (QEMU -s -S)
+  --cmdline TEXT    extra words for the kernel command line
+  --test [NAMES]    run the in-kernel tests (comma-separated names; all if none)
+  --bench [NAMES]   run the benchmarks and print their figures: with one CPU
+                    (the default) under -icount shift=0,sleep=off, so figures are
+                    instruction counts; with --smp N>1 in plain TCG (wall time)
+  --icount          make the guest TSC count instructions (-icount shift=0,sleep=off)
+  --timeout SECS    stop QEMU after this many seconds
+  -h, --help        show this text
+";
+
+struct Options {
+    config: QemuConfig,
+    test: bool,
+}
+
+fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut config = QemuConfig { echo: true, ..QemuConfig::default() };
+    let mut words: Vec<String> = Vec::new();
+    let mut test = false;
+    let mut bench = false;
+    let mut smp_given = false;
+    let mut arguments = arguments.collect::<Vec<_>>().into_iter().peekable();
+    let value =
+        |arguments: &mut std::iter::Peekable<std::vec::IntoIter<String>>, flag: &str| -> Result<String, String> {
+            match arguments.next() {
+                Some(value) if !value.starts_with("--") => Ok(value),
+                _ => Err(format!("{flag} needs a value")),
+            }
+        };
+    let optional_value = |arguments: &mut std::iter::Peekable<std::vec::IntoIter<String>>| -> Option<String> {
+        let next: Option<&String> = arguments.peek();
+        if next.is_some_and(|next| !next.starts_with('-')) { arguments.next() } else { None }
+    };
+    while let Some(argument) = arguments.next() {
+        match argument.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--smp" => {
+                let spec = value(&mut arguments, "--smp")?;
+                let count = spec.split(',').next().unwrap_or("");
+                if !count.is_empty() && !count.contains('=') {
+                    match count.parse::<u32>() {
+                        Ok(1..=64) => {}
+                        _ => return Err(format!("--smp {spec}: the CPU count must be 1 to 64")),
+                    }
+                }
+                config.smp = spec;
+                smp_given = true;
+            }
+            "--memory" => config.memory = value(&mut arguments, "--memory")?,
+            "--accel" => {
+                config.accel = match value(&mut arguments, "--accel")?.as_str() {
+                    "tcg" => Accel::Tcg,
+                    "kvm" => Accel::Kvm,
+                    other => return Err(format!("--accel {other}: expected tcg or kvm")),
+                }
+            }
+            "--machine" => {
+                config.machine = match value(&mut arguments, "--machine")?.as_str() {
+                    "q35" => Machine::Q35,
+                    "microvm" => Machine::Microvm,
+                    other => return Err(format!("--machine {other}: expected q35 or microvm")),
+                }
+            }
+            "--gdb" => config.gdb = true,
+            "--cmdline" => words.push(value(&mut arguments, "--cmdline")?),
+            "--test" => {
+                test = true;
+                words.push(format!("test={}", optional_value(&mut arguments).unwrap_or_default()));
+            }
+            "--bench" => {
+                bench = true;
+                words.push(format!("bench={}", optional_value(&mut arguments).unwrap_or_default()));
+            }
+            "--icount" => config.icount = true,
+            "--timeout" => {
+                let seconds = value(&mut arguments, "--timeout")?;
+                let seconds: f64 = seconds
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0)
+                    .ok_or(format!("--timeout {seconds}: expected seconds > 0"))?;
+                config.timeout = Some(Duration::from_secs_f64(seconds));
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if test && bench {
+        return Err("--test and --bench cannot be combined".into());
+    }
+    if bench {
+        if !smp_given {
+            config.smp = "1".into();
+        }
+        // QEMU 7.2 in icount mode livelocks a multi-CPU guest whose CPU waits
+        // without halting, so cross-CPU figures are taken in plain TCG (wall
+        // time) and only one-CPU runs count instructions.
+        config.icount = config.smp == "1";
+    }
+    if config.icount {
+        words.push("icount".into());
+    }
+    config.cmdline = words.join(" ");
+    Ok(Options { config, test })
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) if message.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("orrery: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!(
+        "orrery: booting {} with -smp {} -m {} (command line: {:?})",
+        options.config.kernel, options.config.smp, options.config.memory, options.config.cmdline
+    );
+    if options.config.gdb {
+        eprintln!("orrery: waiting for gdb: gdb {} -ex 'target remote :1234'", options.config.kernel);
+    }
+    let outcome = match options.config.run() {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("orrery: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("orrery: {}", outcome.describe());
+    if options.test {
+        let report = TestReport::parse(&outcome.output);
+        for failure in report.failures() {
+            eprintln!("orrery: FAILED {}: {}", failure.name, failure.detail);
+        }
+        if !report.all_passed() {
+            return ExitCode::FAILURE;
+        }
+    }
+    if outcome.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
