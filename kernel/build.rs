@@ -22,7 +22,7 @@ fn main() {
             let (name, path) = entry.split_once('=').expect("ORRERY_USER_IMAGES entries are name=path");
             println!("cargo:rerun-if-changed={path}");
             source.push_str(&format!(
-                "    crate::loader::EmbeddedProgram {{ name: {name:?}, elf: {{ #[unsafe(link_section = \".user_images\")] static BYTES: crate::loader::Aligned<[u8; {len}]> = crate::loader::Aligned(*include_bytes!({path:?})); &BYTES.0 }} }},\n",
+                "    crate::proc::loader::EmbeddedProgram {{ name: {name:?}, elf: {{ #[unsafe(link_section = \".user_images\")] static BYTES: crate::proc::loader::Aligned<[u8; {len}]> = crate::proc::loader::Aligned(*include_bytes!({path:?})); &BYTES.0 }} }},\n",
                 len = fs::metadata(path).expect("user program image").len()
             ));
         }

@@ -26,12 +26,20 @@ pub struct KernelBench {
 pub struct Context {
     /// The TSC counts instructions.
     pub icount: bool,
+    /// The running benchmark's name.
+    pub name: &'static str,
 }
 
 impl Context {
     /// The unit of a TSC delta in this run.
     pub fn tick_unit(&self) -> &'static str {
         if self.icount { "instructions" } else { "TSC ticks" }
+    }
+
+    /// Prints a further figure of the running benchmark, as
+    /// `kbench: NAME/LABEL: ...`.
+    pub fn extra(&self, label: &str, figure: &Figure) {
+        crate::println!("kbench: {}/{label}: {:.1} {} ({})", self.name, figure.value, figure.unit, figure.detail);
     }
 
     /// Turns a TSC delta per operation into a figure in this run's unit:
@@ -89,9 +97,9 @@ fn all_benches() -> Vec<&'static KernelBench> {
     benches
 }
 
-/// Runs the selected benchmarks, prints their figures and exits QEMU.
-pub fn run(selection: Selection<'_>) -> ! {
-    let context = Context { icount: crate::OPTIONS_ICOUNT.load(core::sync::atomic::Ordering::Relaxed) };
+/// Runs the selected benchmarks and prints their figures; returns the exit code.
+pub fn run(selection: Selection<'_>) -> qemu::ExitCode {
+    let icount = crate::OPTIONS_ICOUNT.load(core::sync::atomic::Ordering::Relaxed);
     let benches = all_benches();
     let mut failed = false;
     for name in selection.names() {
@@ -102,10 +110,11 @@ pub fn run(selection: Selection<'_>) -> ! {
     }
     crate::println!(
         "kbench: clock: {} ({} CPUs)",
-        if context.icount { "icount: 1 TSC tick = 1 instruction" } else { "TCG wall time" },
+        if icount { "icount: 1 TSC tick = 1 instruction" } else { "TCG wall time" },
         crate::arch::smp::cpu_count()
     );
     for bench in benches.into_iter().filter(|bench| selection.selects(bench.name)) {
+        let context = Context { icount, name: bench.name };
         match (bench.function)(&context) {
             Ok(figure) => {
                 crate::println!("kbench: {}: {:.1} {} ({})", bench.name, figure.value, figure.unit, figure.detail)
@@ -114,7 +123,7 @@ pub fn run(selection: Selection<'_>) -> ! {
         }
     }
     crate::println!("kbench: done");
-    qemu::exit(if failed { qemu::ExitCode::Failure } else { qemu::ExitCode::Success })
+    if failed { qemu::ExitCode::Failure } else { qemu::ExitCode::Success }
 }
 
 /// Median of some samples (sorts them).

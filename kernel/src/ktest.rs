@@ -102,8 +102,39 @@ macro_rules! check_eq {
     }};
 }
 
-/// Runs the selected tests, prints the report and exits QEMU.
-pub fn run(selection: Selection<'_>) -> ! {
+/// Longest a test may take before it is declared hung.
+const TEST_TIMEOUT_SECONDS: u64 = 60;
+
+/// Runs one test in a kernel thread of its own, so a hang is caught: after
+/// the time-out the runner prints every thread's state and fails the run.
+fn run_one(test: &'static KernelTest) -> TestResult {
+    use alloc::sync::Arc;
+    let result: Arc<crate::sync::SpinLock<Option<TestResult>>> = Arc::new(crate::sync::SpinLock::new(None));
+    let slot = result.clone();
+    let handle = match crate::task::Builder::new(test.name).spawn(move || {
+        let outcome = (test.function)();
+        *slot.lock() = Some(outcome);
+    }) {
+        Ok(handle) => handle,
+        Err(error) => return Err(alloc::format!("cannot start the test thread: {error:?}")),
+    };
+    let deadline = tsc::now() + tsc::hz() * TEST_TIMEOUT_SECONDS;
+    match handle.join_until(deadline) {
+        Some(crate::task::ExitStatus::Exited(_)) => {
+            result.lock().take().unwrap_or_else(|| Err("the test thread ended without a result".into()))
+        }
+        Some(status) => Err(alloc::format!("the test thread ended with {status:?}")),
+        None => {
+            crate::println!("ktest: {} ... FAILED: hung for {TEST_TIMEOUT_SECONDS} s; threads:", test.name);
+            crate::task::dump_threads();
+            crate::println!("ktest: 0 passed, 1 failed");
+            qemu::exit(qemu::ExitCode::Failure)
+        }
+    }
+}
+
+/// Runs the selected tests and prints the report; returns the exit code.
+pub fn run(selection: Selection<'_>) -> qemu::ExitCode {
     let tests = all_tests();
     let mut unknown: Vec<&str> = selection.names().filter(|name| !tests.iter().any(|t| t.name == *name)).collect();
     unknown.dedup();
@@ -123,7 +154,7 @@ pub fn run(selection: Selection<'_>) -> ! {
     for test in chosen {
         let frames_before = crate::mm::frames::free_count();
         let start = tsc::now();
-        let result = (test.function)();
+        let result = run_one(test);
         let micros = tsc::ticks_to_nanos(tsc::now() - start) / 1000;
         match result {
             Ok(()) => {
@@ -141,5 +172,5 @@ pub fn run(selection: Selection<'_>) -> ! {
         }
     }
     crate::println!("ktest: {passed} passed, {failed} failed");
-    qemu::exit(if failed == 0 { qemu::ExitCode::Success } else { qemu::ExitCode::Failure })
+    if failed == 0 { qemu::ExitCode::Success } else { qemu::ExitCode::Failure }
 }

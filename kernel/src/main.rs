@@ -16,11 +16,13 @@ mod benches;
 pub mod console;
 pub mod ktest;
 pub mod mm;
+pub mod proc;
 pub mod sync;
+pub mod task;
 pub mod tests;
 pub mod time;
 
-use alloc::vec::Vec;
+use alloc::{string::String, vec::Vec};
 use core::{panic::PanicInfo, sync::atomic::AtomicBool};
 
 use arch::{apic, cpu, gdt, paging, qemu, smp, start_info::BootInfo, traps, tsc};
@@ -154,16 +156,82 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
     let boot_frames = (layout.boot.1 - layout.boot.0) / 4096;
     let released = mm::frames::release_boot_frames(orrery_frames::Frame::containing(layout.boot.0), boot_frames);
     log::info!("released {released} frames of boot code and boot page tables");
-    arch::interrupts::enable();
-
-    match options.mode {
-        Mode::Test(selection) => ktest::run(selection),
-        Mode::Bench(selection) => bench::run(selection),
-        Mode::Run => {
-            log::info!("nothing to run yet; halting");
-            qemu::exit(qemu::ExitCode::Success)
-        }
+    // The task system: every CPU's boot context becomes its dispatcher.
+    let mut config = orrery_sched::Config::for_tsc_hz(tsc::hz());
+    config.slice_tsc = tsc::nanos_to_ticks(u64::from(options.slice_us) * 1000).max(1);
+    let policy = match options.policy {
+        orrery_cmdline::PolicyChoice::Fair => orrery_sched::PolicyKind::Fair,
+        orrery_cmdline::PolicyChoice::RoundRobin => orrery_sched::PolicyKind::RoundRobin,
+    };
+    // The bootstrap CPU's stack for traps from user mode.
+    {
+        let stack = KernelStack::new().expect("memory for the user-trap stack");
+        gdt::set_privilege0_stack(stack.top());
+        AP_STACKS.lock().push(stack);
     }
+    arch::user::init_this_cpu();
+    task::init(config, policy, options.trace);
+    apic::send_ipi_all_others(traps::WAKE_VECTOR);
+    let scheduling = task::wait_for_cpus();
+    arch::interrupts::enable();
+    log::info!(
+        "scheduler running on {scheduling} of {} CPUs: {} policy, {} us slices",
+        smp::cpu_count(),
+        policy.name(),
+        options.slice_us
+    );
+
+    // The command line lives on this stack; the main thread gets a copy.
+    let (is_test, names) = match options.mode {
+        Mode::Test(selection) => (Some(true), String::from(selection.as_str())),
+        Mode::Bench(selection) => (Some(false), String::from(selection.as_str())),
+        Mode::Run => (None, String::new()),
+    };
+    let trace = options.trace;
+    let report = proc::init();
+    log::info!(
+        "loader: {} programs loaded ({} refused) into {} frames; {} frames of ELF files given back",
+        report.loaded,
+        report.refused,
+        report.program_frames,
+        report.released_frames
+    );
+    task::run_main(move || {
+        let selection = orrery_cmdline::Selection::new(&names);
+        let code = match is_test {
+            Some(true) => ktest::run(selection),
+            Some(false) => bench::run(selection),
+            None => run_supervisor(),
+        };
+        if trace {
+            task::trace::dump(smp::cpu_count());
+        }
+        qemu::exit(code)
+    })
+}
+
+/// Starts the supervisor (the `init` program) and waits for it; its exit
+/// status decides how the run ends.
+fn run_supervisor() -> qemu::ExitCode {
+    let Some(program) = proc::loader::program("init") else {
+        log::error!("no init program in the kernel image");
+        return qemu::ExitCode::Failure;
+    };
+    let supervisor = match proc::Process::create_supervisor(program).map_err(orrery_abi::Error::from) {
+        Ok(process) => process,
+        Err(error) => {
+            log::error!("cannot create the supervisor: {error}");
+            return qemu::ExitCode::Failure;
+        }
+    };
+    if let Err(error) = supervisor.start() {
+        log::error!("cannot start the supervisor: {error}");
+        return qemu::ExitCode::Failure;
+    }
+    let status = task::join(supervisor.task());
+    let exit = supervisor.exit_status();
+    log::info!("supervisor ended: {exit:?} ({status:?})");
+    if exit == Some(orrery_abi::ExitStatus::Exited(0)) { qemu::ExitCode::Success } else { qemu::ExitCode::Failure }
 }
 
 /// Records CPU 0 as online, prepares the other CPUs' stacks and starts them.
@@ -217,17 +285,17 @@ extern "C" fn ap_entry(_arrival: u64) -> ! {
     // `AP_STACKS` for ever.
     unsafe { gdt::load(index, stacks) };
     traps::load_idt();
+    arch::user::init_this_cpu();
     apic::init_local();
     log::info!("cpu{index} online: APIC id {apic_id}, {}", smp::location(index));
     smp::mark_online();
     ap_main()
 }
 
-/// The application processor's life after start-up: wait for work.
+/// The application processor's life after start-up: wait for the task
+/// system, then run its dispatcher.
 fn ap_main() -> ! {
-    loop {
-        arch::interrupts::enable_and_halt();
-    }
+    task::start_application_processor()
 }
 
 #[panic_handler]

@@ -1,44 +1,115 @@
-//! Per-CPU timer ticks on top of the local APIC timer.
+//! Per-CPU time: the local APIC timer, sleep timers, and the scheduler's
+//! time-slice deadline.
 //!
-//! Each CPU can run a periodic tick (the scheduler's time slice clock) and
-//! counts the timer interrupts it takes, which the tests read to prove that
-//! every CPU's timer works.
+//! Each CPU arms its one hardware timer for the earliest of three
+//! deadlines: the end of the running thread's time slice, the earliest sleep
+//! timer queued on this CPU, and an optional periodic tick (used by tests).
+//! A sleeping thread's timer lives on the CPU where it went to sleep; when it
+//! expires, the thread is woken wherever the scheduler then places it.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use alloc::collections::BinaryHeap;
+use core::{
+    cell::UnsafeCell,
+    cmp::Reverse,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
-use crate::arch::{apic, cpu::MAX_CPUS, cpu_index, traps, tsc};
+use crate::{
+    arch::{apic, cpu::MAX_CPUS, cpu_index, interrupts, traps, tsc},
+    task::{self, ThreadId},
+};
 
-struct CpuTimer {
-    interrupts: AtomicU64,
-    period_tsc: AtomicU64,
-    next_deadline: AtomicU64,
+/// A sleep timer: wake `thread` at `deadline` if it is still in wait
+/// number `generation`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    deadline: u64,
+    thread: u64,
+    generation: u64,
 }
 
-static TIMERS: [CpuTimer; MAX_CPUS] = [const {
-    CpuTimer { interrupts: AtomicU64::new(0), period_tsc: AtomicU64::new(0), next_deadline: AtomicU64::new(0) }
+struct CpuTime {
+    /// Sleep timers, earliest first. Touched only by the owning CPU with
+    /// interrupts off.
+    timers: UnsafeCell<BinaryHeap<Reverse<Timer>>>,
+    slice_deadline: AtomicU64,
+    periodic_tsc: AtomicU64,
+    periodic_next: AtomicU64,
+    armed: AtomicU64,
+    interrupts: AtomicU64,
+    last_entry_tsc: AtomicU64,
+}
+
+// SAFETY: `timers` is only touched by its own CPU with interrupts off.
+unsafe impl Sync for CpuTime {}
+
+static CPUS: [CpuTime; MAX_CPUS] = [const {
+    CpuTime {
+        timers: UnsafeCell::new(BinaryHeap::new()),
+        slice_deadline: AtomicU64::new(u64::MAX),
+        periodic_tsc: AtomicU64::new(0),
+        periodic_next: AtomicU64::new(u64::MAX),
+        armed: AtomicU64::new(u64::MAX),
+        interrupts: AtomicU64::new(0),
+        last_entry_tsc: AtomicU64::new(0),
+    }
 }; MAX_CPUS];
 
-/// When each CPU's last timer interrupt handler started, for the benchmark.
-static LAST_ENTRY_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+fn this() -> &'static CpuTime {
+    &CPUS[cpu_index()]
+}
+
+/// Arms the hardware timer for the earliest pending deadline (interrupts off).
+fn rearm(cpu: &CpuTime) {
+    // SAFETY: own CPU, interrupts off (all callers).
+    let timer = unsafe { (*cpu.timers.get()).peek().map_or(u64::MAX, |Reverse(timer)| timer.deadline) };
+    let next = timer.min(cpu.slice_deadline.load(Ordering::Relaxed)).min(cpu.periodic_next.load(Ordering::Relaxed));
+    if next == cpu.armed.load(Ordering::Relaxed) {
+        return;
+    }
+    cpu.armed.store(next, Ordering::Relaxed);
+    if next == u64::MAX {
+        apic::cancel_deadline();
+    } else {
+        apic::set_deadline(next);
+    }
+}
 
 fn timer_interrupt(_frame: &mut traps::TrapFrame) {
-    let cpu = cpu_index();
-    let timer = &TIMERS[cpu];
-    LAST_ENTRY_TSC[cpu].store(tsc::now(), Ordering::Relaxed);
-    timer.interrupts.fetch_add(1, Ordering::Relaxed);
-    let period = timer.period_tsc.load(Ordering::Relaxed);
-    if period != 0 {
-        // Deadlines advance by whole periods from the previous one, so the
-        // tick rate does not drift with interrupt latency.
-        let now = tsc::now();
-        let mut next = timer.next_deadline.load(Ordering::Relaxed) + period;
+    let cpu = this();
+    let now = tsc::now();
+    cpu.last_entry_tsc.store(now, Ordering::Relaxed);
+    cpu.interrupts.fetch_add(1, Ordering::Relaxed);
+    cpu.armed.store(u64::MAX, Ordering::Relaxed);
+    apic::end_of_interrupt();
+    let period = cpu.periodic_tsc.load(Ordering::Relaxed);
+    if period != 0 && now >= cpu.periodic_next.load(Ordering::Relaxed) {
+        // Whole periods from the previous deadline, so the rate does not
+        // drift with interrupt latency.
+        let mut next = cpu.periodic_next.load(Ordering::Relaxed) + period;
         if next <= now {
             next = now + period;
         }
-        timer.next_deadline.store(next, Ordering::Relaxed);
-        apic::set_deadline(next);
+        cpu.periodic_next.store(next, Ordering::Relaxed);
     }
-    apic::end_of_interrupt();
+    // Expired sleep timers.
+    loop {
+        // SAFETY: own CPU, interrupts off in the handler.
+        let timers = unsafe { &mut *cpu.timers.get() };
+        match timers.peek() {
+            Some(Reverse(timer)) if timer.deadline <= now => {
+                let timer = *timer;
+                timers.pop();
+                task::scheduler::wake_timer(ThreadId(timer.thread), timer.generation);
+            }
+            _ => break,
+        }
+    }
+    if now >= cpu.slice_deadline.load(Ordering::Relaxed) {
+        cpu.slice_deadline.store(u64::MAX, Ordering::Relaxed);
+        task::scheduler::slice_expired(now);
+    }
+    rearm(cpu);
 }
 
 /// Installs the timer interrupt handler.
@@ -46,25 +117,61 @@ pub fn init() {
     traps::set_handler(traps::TIMER_VECTOR, timer_interrupt);
 }
 
-/// Starts a periodic tick of `period_tsc` ticks on this CPU (0 stops it).
-pub fn set_periodic(period_tsc: u64) {
-    let timer = &TIMERS[cpu_index()];
-    timer.period_tsc.store(period_tsc, Ordering::Relaxed);
-    if period_tsc == 0 {
-        apic::cancel_deadline();
-    } else {
-        let next = tsc::now() + period_tsc;
-        timer.next_deadline.store(next, Ordering::Relaxed);
-        apic::set_deadline(next);
+/// Sets when the running thread's time slice ends on this CPU
+/// (`u64::MAX`: no limit). Interrupts must be off.
+///
+/// The hardware timer is reprogrammed only when the new deadline is earlier
+/// than the one armed: a later deadline lets the armed interrupt come early,
+/// and the handler, finding the slice not over, arms the right time. So a
+/// burst of switches (yields, wake-ups) costs no timer write each.
+pub fn set_slice_deadline(deadline: u64) {
+    let cpu = this();
+    cpu.slice_deadline.store(deadline, Ordering::Relaxed);
+    if deadline < cpu.armed.load(Ordering::Relaxed) {
+        rearm(cpu);
     }
 }
 
-/// TSC at the start of CPU `cpu`'s last timer interrupt handler.
-pub fn last_entry_tsc(cpu: usize) -> u64 {
-    LAST_ENTRY_TSC[cpu].load(Ordering::Relaxed)
+/// No memory was left to queue a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+/// Queues a sleep timer on this CPU: at `deadline`, wake `thread` if it is
+/// still in wait number `generation`. Fails only when memory is exhausted.
+pub fn add_timer(deadline: u64, thread: ThreadId, generation: u64) -> Result<(), OutOfMemory> {
+    interrupts::without(|| {
+        let cpu = this();
+        // SAFETY: own CPU, interrupts off.
+        let timers = unsafe { &mut *cpu.timers.get() };
+        timers.try_reserve(1).map_err(|_| OutOfMemory)?;
+        timers.push(Reverse(Timer { deadline, thread: thread.0, generation }));
+        rearm(cpu);
+        Ok(())
+    })
+}
+
+/// Starts a periodic tick of `period_tsc` ticks on this CPU (0 stops it).
+pub fn set_periodic(period_tsc: u64) {
+    interrupts::without(|| {
+        let cpu = this();
+        cpu.periodic_tsc.store(period_tsc, Ordering::Relaxed);
+        cpu.periodic_next.store(if period_tsc == 0 { u64::MAX } else { tsc::now() + period_tsc }, Ordering::Relaxed);
+        rearm(cpu);
+    });
 }
 
 /// Timer interrupts CPU `cpu` has taken since boot.
 pub fn interrupt_count(cpu: usize) -> u64 {
-    TIMERS[cpu].interrupts.load(Ordering::Relaxed)
+    CPUS[cpu].interrupts.load(Ordering::Relaxed)
+}
+
+/// TSC at the start of CPU `cpu`'s last timer interrupt handler.
+pub fn last_entry_tsc(cpu: usize) -> u64 {
+    CPUS[cpu].last_entry_tsc.load(Ordering::Relaxed)
+}
+
+/// Sleep timers queued on this CPU (for tests).
+pub fn pending_timers() -> usize {
+    // SAFETY: own CPU, interrupts off.
+    interrupts::without(|| unsafe { (*this().timers.get()).len() })
 }

@@ -7,6 +7,7 @@
 
 pub mod qemu;
 pub mod report;
+pub mod trace;
 
 pub use qemu::{Accel, Machine, Outcome, QemuConfig, RunError};
 pub use report::{TestOutcome, TestReport};

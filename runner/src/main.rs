@@ -23,6 +23,7 @@ options:
                     (the default) under -icount shift=0,sleep=off, so figures are
                     instruction counts; with --smp N>1 in plain TCG (wall time)
   --icount          make the guest TSC count instructions (-icount shift=0,sleep=off)
+  --trace FILE      record a scheduling trace and write it to FILE as Chrome/Perfetto JSON
   --timeout SECS    stop QEMU after this many seconds
   -h, --help        show this text
 ";
@@ -30,6 +31,7 @@ options:
 struct Options {
     config: QemuConfig,
     test: bool,
+    trace_file: Option<String>,
 }
 
 fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -38,6 +40,7 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut test = false;
     let mut bench = false;
     let mut smp_given = false;
+    let mut trace_file = None;
     let mut arguments = arguments.collect::<Vec<_>>().into_iter().peekable();
     let value =
         |arguments: &mut std::iter::Peekable<std::vec::IntoIter<String>>, flag: &str| -> Result<String, String> {
@@ -91,6 +94,10 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
                 words.push(format!("bench={}", optional_value(&mut arguments).unwrap_or_default()));
             }
             "--icount" => config.icount = true,
+            "--trace" => {
+                trace_file = Some(value(&mut arguments, "--trace")?);
+                words.push("trace".into());
+            }
             "--timeout" => {
                 let seconds = value(&mut arguments, "--timeout")?;
                 let seconds: f64 = seconds
@@ -119,7 +126,7 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
         words.push("icount".into());
     }
     config.cmdline = words.join(" ");
-    Ok(Options { config, test })
+    Ok(Options { config, test, trace_file })
 }
 
 fn main() -> ExitCode {
@@ -148,6 +155,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(file) = &options.trace_file {
+        match orrery_runner::trace::write_chrome_trace(&outcome.output, file) {
+            Ok(events) => eprintln!("orrery: wrote {events} trace events to {file}"),
+            Err(error) => eprintln!("orrery: {error}"),
+        }
+    }
     eprintln!("orrery: {}", outcome.describe());
     if options.test {
         let report = TestReport::parse(&outcome.output);

@@ -48,6 +48,16 @@ pub struct Selection<'a> {
 }
 
 impl<'a> Selection<'a> {
+    /// A selection from a comma-separated list (empty or `all`: everything).
+    pub const fn new(raw: &'a str) -> Self {
+        Self { raw }
+    }
+
+    /// The list as given.
+    pub const fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
     /// Every name in the list, in order.
     pub fn names(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.raw.split(',').filter(|name| !name.is_empty() && *name != "all")

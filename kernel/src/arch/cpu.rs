@@ -243,6 +243,7 @@ pub fn enable_features() {
     }
     if features.smap {
         SMAP_ENABLED.store(true, Ordering::Relaxed);
+        super::traps::note_smap_enabled();
     }
 }
 

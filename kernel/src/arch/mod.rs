@@ -9,6 +9,7 @@ pub mod acpi;
 pub mod apic;
 pub mod boot;
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
 pub mod interrupts;
 pub mod paging;
@@ -16,7 +17,10 @@ pub mod pcid;
 pub mod qemu;
 pub mod smp;
 pub mod start_info;
+pub mod switch;
 pub mod traps;
 pub mod tsc;
+pub mod user;
+pub mod usercopy;
 
 pub use cpu::cpu_index;

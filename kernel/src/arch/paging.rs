@@ -356,6 +356,19 @@ impl AddressSpace {
         Some(frame)
     }
 
+    /// Unmaps everything in the lower half, freeing owned frames and the
+    /// lower-half page tables; the space stays usable (and empty). Nothing
+    /// may run on the space meanwhile.
+    pub fn clear_lower_half(&mut self) {
+        // SAFETY: `&mut self` serialises changes, and the caller guarantees
+        // no CPU runs on the space.
+        unsafe {
+            free_lower_half(self.root);
+            (&mut *table_at(self.root))[..256].fill(0);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The physical address `address` maps to, and the entry bits.
     pub fn translate(&self, address: u64) -> Option<(u64, u64)> {
         translate_in(self.root, address)

@@ -50,7 +50,17 @@ static SLOTS_OF: [PerCpu; MAX_CPUS] = [const {
 /// The space must stay alive while current, and must map the running code
 /// and stack.
 pub unsafe fn switch_to(root: u64, space: u64, generation: u64) -> bool {
-    super::interrupts::without(|| {
+    // SAFETY: forwarded; interrupts are masked around the call.
+    super::interrupts::without(|| unsafe { switch_to_masked(root, space, generation) })
+}
+
+/// [`switch_to`] for callers that already run with interrupts off (the
+/// scheduler's switch path).
+///
+/// # Safety
+/// As for [`switch_to`], and interrupts must be off.
+pub unsafe fn switch_to_masked(root: u64, space: u64, generation: u64) -> bool {
+    {
         // SAFETY: only this CPU touches its slots, and interrupts are off.
         let cpu = unsafe { &mut *SLOTS_OF[cpu_index()].0.get() };
         if cpu.current_root == root {
@@ -81,7 +91,7 @@ pub unsafe fn switch_to(root: u64, space: u64, generation: u64) -> bool {
         // SAFETY: forwarded to the caller.
         unsafe { write_cr3(value) };
         true
-    })
+    }
 }
 
 /// Records that this CPU runs on `root` already (at start-up).

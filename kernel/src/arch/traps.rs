@@ -295,6 +295,24 @@ pub fn set_handler(vector: u8, handler: fn(&mut TrapFrame)) {
     HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
 }
 
+/// Called after an interrupt handler when the interrupted kernel code had
+/// interrupts enabled (so it holds no spin lock): the scheduler's preemption
+/// point.
+static PREEMPT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the preemption hook.
+pub fn set_preempt_hook(hook: fn()) {
+    PREEMPT_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// Interrupt handlers running on each CPU (nesting depth).
+static INTERRUPT_DEPTH: [AtomicUsize; super::cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; super::cpu::MAX_CPUS];
+
+/// True while this CPU runs an interrupt handler.
+pub fn in_interrupt() -> bool {
+    INTERRUPT_DEPTH[cpu_index()].load(Ordering::Relaxed) != 0
+}
+
 /// Handles a trap from user mode; installed by the user-mode layer.
 static USER_TRAP: AtomicUsize = AtomicUsize::new(0);
 
@@ -397,6 +415,11 @@ trap_common:
     test byte ptr [rsp + 24], 3
     jz 1f
     swapgs
+    /* From user mode: a user-set RFLAGS.AC would switch SMAP off in the
+       kernel; clear it (clac exists only where SMAP does). */
+    cmp byte ptr [rip + SMAP_ON], 0
+    je 1f
+    clac
 1:
     push rax
     push rbx
@@ -452,8 +475,51 @@ fn cr2() -> u64 {
     value
 }
 
+/// True once SMAP is on (read by the trap stub, which then clears AC).
+#[unsafe(no_mangle)]
+static SMAP_ON: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Records that SMAP is on, so traps from user mode clear RFLAGS.AC.
+pub fn note_smap_enabled() {
+    SMAP_ON.store(true, Ordering::Release);
+}
+
+/// Runs the handler installed for an interrupt vector (without the
+/// preemption point: for traps from user mode, where the dispatcher decides
+/// what runs next). An NMI stops the CPU if the machine is going down.
+pub fn run_interrupt_handler(frame: &mut TrapFrame) {
+    let vector = frame.vector as u8;
+    if vector == 2 {
+        if super::apic::stop_requested() {
+            super::cpu::halt_forever();
+        }
+        return;
+    }
+    let depth = &INTERRUPT_DEPTH[cpu_index()];
+    depth.fetch_add(1, Ordering::Relaxed);
+    match HANDLERS[usize::from(vector)].load(Ordering::Acquire) {
+        0 => super::apic::end_of_interrupt(),
+        handler => {
+            // SAFETY: only `fn(&mut TrapFrame)` pointers are stored.
+            let handler = unsafe { core::mem::transmute::<usize, fn(&mut TrapFrame)>(handler) };
+            handler(frame)
+        }
+    }
+    depth.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The address of the last page fault on this CPU (CR2).
+pub fn fault_address() -> u64 {
+    cr2()
+}
+
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
+    if vector == 2 && super::apic::stop_requested() {
+        // Before anything that uses GS: an NMI may land between `swapgs` and
+        // `sysretq`, with the user's GS.
+        super::cpu::halt_forever();
+    }
     if frame.from_user() {
         match USER_TRAP.load(Ordering::Acquire) {
             0 => {}
@@ -465,6 +531,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
     }
     if vector >= 32 {
+        let depth = &INTERRUPT_DEPTH[cpu_index()];
+        depth.fetch_add(1, Ordering::Relaxed);
         match HANDLERS[usize::from(vector)].load(Ordering::Acquire) {
             0 => {
                 log::warn!("unexpected interrupt vector {vector:#x} on cpu{}", cpu_index());
@@ -474,6 +542,20 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
                 // SAFETY: only `fn(&mut TrapFrame)` pointers are stored.
                 let handler = unsafe { core::mem::transmute::<usize, fn(&mut TrapFrame)>(handler) };
                 handler(frame)
+            }
+        }
+        depth.fetch_sub(1, Ordering::Relaxed);
+        // Preempt only code that could take an interrupt anyway: with
+        // interrupts on it holds no spin lock.
+        const INTERRUPT_FLAG: u64 = 1 << 9;
+        if frame.rflags & INTERRUPT_FLAG != 0 {
+            match PREEMPT_HOOK.load(Ordering::Acquire) {
+                0 => {}
+                hook => {
+                    // SAFETY: only `fn()` pointers are stored.
+                    let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+                    hook();
+                }
             }
         }
         return;

@@ -1,3 +1,5 @@
 //! In-kernel benchmarks, one file per subsystem (see [`crate::bench`]).
 
 mod foundation;
+mod processes;
+mod tasks;

@@ -120,6 +120,24 @@ impl KernelStack {
     }
 }
 
+impl KernelStack {
+    /// Puts the stack back in the cache if there is room (cheap: no page
+    /// tables, no shoot-down); hands it back otherwise, for the caller to
+    /// drop where a shoot-down may run.
+    pub fn try_cache(self) -> Result<(), KernelStack> {
+        let mut slots = SLOTS.lock();
+        if slots.cache.len() < CACHE_LIMIT {
+            slots.cache.push(self.slot);
+            drop(slots);
+            core::mem::forget(self);
+            Ok(())
+        } else {
+            drop(slots);
+            Err(self)
+        }
+    }
+}
+
 impl Drop for KernelStack {
     fn drop(&mut self) {
         {

@@ -2,3 +2,5 @@
 //! line says `test` (see [`crate::ktest`]).
 
 mod foundation;
+mod processes;
+mod tasks;

@@ -1,0 +1,283 @@
+//! Figures of the task system: the raw switch, yield, switches across
+//! address spaces, cross-CPU wake-up, pick-next, spawn+exit+join, fairness.
+
+use alloc::{format, sync::Arc, vec::Vec};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use orrery_sched::{Config, EnqueueReason, Entity, PolicyKind, ThreadId};
+
+use crate::{
+    arch::{interrupts, smp, switch, tsc},
+    bench::{Figure, median, privileged},
+    kbench,
+    mm::stacks::KernelStack,
+    task::{self, Builder, CpuSet, WaitQueue},
+};
+
+const ROUNDS: u64 = 10_000;
+
+kbench!(switch_raw, |context| {
+    // Two contexts on one CPU hand control back and forth with the bare
+    // register-and-stack switch, no scheduler involved.
+    static MAIN_RSP: AtomicU64 = AtomicU64::new(0);
+    static OTHER_RSP: AtomicU64 = AtomicU64::new(0);
+    extern "C" fn other() -> ! {
+        loop {
+            // SAFETY: both saved stack pointers were produced by
+            // `switch_context` on stacks that stay alive for the benchmark.
+            unsafe { switch::switch_context(OTHER_RSP.as_ptr(), MAIN_RSP.load(Ordering::Relaxed)) };
+        }
+    }
+    let stack = KernelStack::new().map_err(|e| format!("{e:?}"))?;
+    // SAFETY: a fresh stack nobody else uses.
+    OTHER_RSP.store(unsafe { switch::initial_stack(stack.top(), other) }, Ordering::Relaxed);
+    let ticks = interrupts::without(|| {
+        let start = tsc::now();
+        for _ in 0..ROUNDS {
+            // SAFETY: `other` only switches straight back; interrupts are off.
+            unsafe { switch::switch_context(MAIN_RSP.as_ptr(), OTHER_RSP.load(Ordering::Relaxed)) };
+        }
+        tsc::now() - start
+    });
+    Ok(context.per_operation(
+        ticks,
+        2 * ROUNDS,
+        format!(
+            "one direction of a round trip between two stacks (6 pushes, 6 pops, 2 moves, ret); {}",
+            privileged(&[])
+        ),
+    ))
+});
+
+/// Two threads on CPU 0 yield to each other `ROUNDS` times each; returns
+/// TSC ticks per yield.
+fn yield_ping_pong(own_spaces: bool) -> Result<u64, alloc::string::String> {
+    let start = Arc::new(AtomicU64::new(0));
+    let end = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let (start, end, ready) = (start.clone(), end.clone(), ready.clone());
+        let mut builder = Builder::new("yielder").cpus(CpuSet::only(0));
+        if own_spaces {
+            builder = builder.own_address_space();
+        }
+        handles.push(
+            builder
+                .spawn(move || {
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    while ready.load(Ordering::SeqCst) < 2 {
+                        task::yield_now();
+                    }
+                    let _ = start.compare_exchange(0, tsc::now(), Ordering::SeqCst, Ordering::SeqCst);
+                    for _ in 0..ROUNDS {
+                        task::yield_now();
+                    }
+                    end.store(tsc::now(), Ordering::SeqCst);
+                })
+                .map_err(|e| format!("{e:?}"))?,
+        );
+    }
+    for handle in &handles {
+        handle.join();
+    }
+    Ok((end.load(Ordering::SeqCst) - start.load(Ordering::SeqCst)) / (2 * ROUNDS))
+}
+
+kbench!(yield_same_space, |context| {
+    let ticks = yield_ping_pong(false)?;
+    Ok(context.per_operation(
+        ticks,
+        1,
+        format!(
+            "yield_now from one kernel thread to another on the same CPU, fair policy charge+enqueue+pick included, same address space; {}",
+            privileged(&["pushfq/cli/sti (interrupt masking)", "one-shot timer write (xAPIC MMIO; WRMSR with TSC-deadline)"])
+        ),
+    ))
+});
+
+kbench!(yield_across_spaces, |context| {
+    let ticks = yield_ping_pong(true)?;
+    Ok(context.per_operation(
+        ticks,
+        1,
+        format!(
+            "as yield_same_space, the two threads in tasks with their own page tables; {}",
+            privileged(&["MOV CR3 (with PCID and the no-flush bit when the CPU has PCID)", "cli/sti", "timer write"])
+        ),
+    ))
+});
+
+kbench!(spawn_exit_join, |context| {
+    const COUNT: u64 = 500;
+    // Warm the stack cache and the heap.
+    for _ in 0..20 {
+        Builder::new("warm").cpus(CpuSet::only(0)).spawn(|| {}).map_err(|e| format!("{e:?}"))?.join();
+    }
+    let start = tsc::now();
+    for _ in 0..COUNT {
+        let handle = Builder::new("child").cpus(CpuSet::only(0)).spawn(|| {}).map_err(|e| format!("{e:?}"))?;
+        handle.join();
+    }
+    let ticks = tsc::now() - start;
+    Ok(context.per_operation(
+        ticks,
+        COUNT,
+        format!(
+            "Builder::spawn of a new task with one kernel thread, its run, exit, the reaper's clean-up and join; {}",
+            privileged(&["cli/sti", "timer writes", "no CR3 write (kernel space)"])
+        ),
+    ))
+});
+
+kbench!(pick_next, |context| {
+    // The policies alone, with synthetic entities: 100,000 kernel threads
+    // would need 3 GiB of stacks. Each step is what a switch asks of the
+    // policy: pick, charge, enqueue again.
+    let mut main = None;
+    for (kind, name) in [(PolicyKind::Fair, "fair"), (PolicyKind::RoundRobin, "round-robin")] {
+        for count in [10u64, 1_000, 100_000] {
+            let mut policy =
+                orrery_sched::new_policy(kind, Config::for_tsc_hz(tsc::hz())).map_err(|e| format!("{e:?}"))?;
+            policy.reserve(count as usize).map_err(|e| format!("{e:?}"))?;
+            for id in 0..count {
+                policy.enqueue(Entity::new(ThreadId(id)), EnqueueReason::New).map_err(|e| format!("{e:?}"))?;
+            }
+            let steps = 2_000u64;
+            let (pick, full) = interrupts::without(|| {
+                let mut pick_ticks = 0;
+                let start = tsc::now();
+                for _ in 0..steps {
+                    let before = tsc::now();
+                    let mut entity = policy.pick_next().expect("queued");
+                    pick_ticks += tsc::now() - before;
+                    policy.charge(&mut entity, 1_000_000);
+                    let _ = policy.enqueue(entity, EnqueueReason::Preempted);
+                }
+                (pick_ticks, tsc::now() - start)
+            });
+            let figure = context.per_operation(
+                pick,
+                steps,
+                format!("{name} policy, {count} runnable: pick_next alone (plus one rdtsc); pick+charge+enqueue {} per step", full / steps),
+            );
+            if kind == PolicyKind::Fair && count == 100_000 {
+                main = Some(figure);
+            } else {
+                context.extra(&format!("{name}-{count}"), &figure);
+            }
+        }
+    }
+    main.ok_or_else(|| "no figure".into())
+});
+
+kbench!(cross_cpu_wakeup, |context| {
+    if smp::cpu_count() < 2 {
+        return Err("needs 2 CPUs: cargo run -- --bench cross_cpu_wakeup --smp 2".into());
+    }
+    // A thread on CPU 1 waits on a queue; one on CPU 0 wakes it and the
+    // sleeper notes when it runs again.
+    struct Shared {
+        queue: WaitQueue,
+        turn: crate::sync::SpinLock<u64>,
+        woke_at: AtomicU64,
+        stop: AtomicBool,
+    }
+    let shared = Arc::new(Shared {
+        queue: WaitQueue::new(),
+        turn: crate::sync::SpinLock::new(0),
+        woke_at: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    const SAMPLES: u64 = 500;
+    let sleeper_shared = shared.clone();
+    let sleeper = Builder::new("sleeper")
+        .cpus(CpuSet::only(1))
+        .spawn(move || {
+            let shared = sleeper_shared;
+            let mut seen = 0;
+            while seen < SAMPLES {
+                let guard = shared.queue.wait_while(&shared.turn, None, |turn| *turn == seen).expect("no kill");
+                seen = *guard;
+                drop(guard);
+                shared.woke_at.store(tsc::now(), Ordering::SeqCst);
+            }
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    let shared2 = shared.clone();
+    let waker = Builder::new("waker")
+        .cpus(CpuSet::only(0))
+        .spawn(move || {
+            let shared = shared2;
+            let mut samples = Vec::new();
+            for round in 1..=SAMPLES {
+                // Let the sleeper get back to sleep.
+                task::sleep_for_nanos(200_000);
+                shared.woke_at.store(0, Ordering::SeqCst);
+                let start = tsc::now();
+                *shared.turn.lock() = round;
+                shared.queue.wake_all();
+                while shared.woke_at.load(Ordering::SeqCst) == 0 {
+                    core::hint::spin_loop();
+                }
+                samples.push(shared.woke_at.load(Ordering::SeqCst).saturating_sub(start));
+            }
+            let median = median(&mut samples);
+            shared.woke_at.store(median, Ordering::SeqCst);
+            shared.stop.store(true, Ordering::SeqCst);
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    waker.join();
+    sleeper.join();
+    let ticks = shared.woke_at.load(Ordering::SeqCst);
+    Ok(context.per_operation(
+        ticks,
+        1,
+        format!(
+            "median of {SAMPLES}: waker on cpu0 publishes and wakes, sleeper halted on cpu1 runs again; {}",
+            privileged(&["wake IPI (ICR write)", "HLT wake-up", "EOI", "IRETQ", "timer writes"])
+        ),
+    ))
+});
+
+kbench!(fairness, |context| {
+    // Four CPU-bound threads share CPU 0 for 2 s of guest time.
+    let seconds = 2;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let start = tsc::now();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        handles.push(
+            Builder::new("hog")
+                .cpus(CpuSet::only(0))
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        core::hint::spin_loop();
+                    }
+                })
+                .map_err(|e| format!("{e:?}"))?,
+        );
+    }
+    let threads: Vec<_> = handles.iter().filter_map(|h| task::thread::get(h.thread_id())).collect();
+    task::sleep_until(start + tsc::hz() * seconds);
+    stop.store(true, Ordering::Relaxed);
+    for handle in &handles {
+        handle.join();
+    }
+    // Each thread was charged its last run when it exited; the `Arc`s keep
+    // the records readable after the reaper removed the threads.
+    let ran: Vec<u64> = threads.iter().map(|thread| task::scheduler::entity_of(thread).sum_exec_tsc).collect();
+    let total: u64 = ran.iter().sum();
+    let shares: Vec<f64> = ran.iter().map(|r| *r as f64 * 100.0 / total as f64).collect();
+    let deviation = shares.iter().map(|share| (share - 25.0).abs()).fold(0.0, f64::max);
+    let _ = context;
+    Ok(Figure {
+        value: deviation,
+        unit: "percentage points (largest deviation from 25%)",
+        detail: format!(
+            "4 CPU-bound threads on one CPU for {seconds} s of guest time, fair policy, TSC accounting; shares {:.3}%, {:.3}%, {:.3}%, {:.3}%",
+            shares[0], shares[1], shares[2], shares[3]
+        ),
+    })
+});

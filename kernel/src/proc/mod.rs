@@ -1,0 +1,662 @@
+//! User processes (Akaros): created from a program image, set up by their
+//! parent while CREATED, then made runnable; controlled only by their
+//! parent; ended by exit, kill or fault with a status the parent collects.
+//!
+//! A process is a task with its own address space and one user thread (the
+//! many-core states `RUNNABLE_M`/`RUNNING_M` exist in the state machine and
+//! come with many-core processes). Its memory: the program's text and
+//! read-only data mapped shared and read-only, private copies of its data,
+//! a zeroed stack with an unmapped guard below, and whatever the parent
+//! shares or grants before start. Handles name the processes it created and
+//! the mailboxes it serves or uses.
+//!
+//! The system calls are in [`syscall`]; the kernel side of mailboxes in
+//! [`mailbox`]; the boot-time loader in [`loader`].
+
+pub mod loader;
+pub mod mailbox;
+pub mod syscall;
+pub mod uaccess;
+
+use alloc::{borrow::Cow, string::String, sync::Arc, vec::Vec};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use orrery_abi::{
+    ALL_SYSCALLS, Error, ExitStatus, FaultKind, StartInfo, USER_MAP_BASE, USER_MAP_END, USER_SHARED_BASE,
+    USER_SHARED_END, USER_STACK_TOP,
+};
+use orrery_frames::Frame;
+use orrery_proc::{AtomicProcState, ProcState};
+
+use self::{loader::Program, mailbox::MailboxObject};
+use crate::{
+    arch::{
+        paging::{Access, AddressSpace, MapError},
+        traps::Exception,
+        user::{Trap, UserContext},
+    },
+    mm::frames,
+    sync::SpinLock,
+    task::{self, CpuSet, Task, ThreadId, user::UserState},
+};
+
+/// Most handles one process holds.
+pub const MAX_HANDLES: usize = 64;
+
+/// What a handle names.
+#[derive(Clone)]
+pub enum Handle {
+    /// A process this one created (and controls).
+    Process(Arc<Process>),
+    /// A mailbox: served by this process (`server`) or called by it,
+    /// mapped at `address` here.
+    Mailbox {
+        /// The mailbox.
+        object: Arc<MailboxObject>,
+        /// True for the server's handle.
+        server: bool,
+        /// Where its pages are mapped in this process.
+        address: u64,
+    },
+}
+
+/// What the process layer keeps of one process.
+pub struct Process {
+    id: u64,
+    name: SpinLock<String>,
+    task: Arc<Task>,
+    state: AtomicProcState,
+    parent: u64,
+    supervisor: bool,
+    program: Arc<Program>,
+    handles: SpinLock<Vec<Option<Handle>>>,
+    allowed: AtomicU64,
+    argument: u64,
+    start: SpinLock<StartDraft>,
+    layout: SpinLock<Layout>,
+    exit: SpinLock<Option<ExitStatus>>,
+    thread: SpinLock<Option<ThreadId>>,
+    /// The creator's retain of the task, until the thread takes over.
+    creator_retain: SpinLock<bool>,
+}
+
+/// What goes in the child's `StartInfo` at start.
+#[derive(Default)]
+struct StartDraft {
+    first_mailbox: Option<u64>,
+    mailbox_count: u64,
+    shared_address: u64,
+    shared_length: u64,
+}
+
+/// Where the next mappings of each kind go.
+struct Layout {
+    next_map: u64,
+    maps: Vec<(u64, u64)>,
+    next_shared: u64,
+    next_mailbox: u64,
+}
+
+static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
+/// Every process record not yet dropped, for diagnostics.
+static REGISTRY: SpinLock<Vec<alloc::sync::Weak<Process>>> = SpinLock::new(Vec::new());
+/// Processes alive (created and not yet dropped), for tests.
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Why a process could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateError {
+    /// No memory.
+    OutOfMemory,
+    /// Mapping failed.
+    Map(MapError),
+    /// Setting up the task failed.
+    Task(task::TaskError),
+}
+
+impl From<CreateError> for Error {
+    fn from(error: CreateError) -> Self {
+        match error {
+            CreateError::OutOfMemory | CreateError::Task(_) => Error::OutOfMemory,
+            CreateError::Map(_) => Error::OutOfMemory,
+        }
+    }
+}
+
+fn map_error(error: MapError) -> CreateError {
+    match error {
+        MapError::OutOfFrames => CreateError::OutOfMemory,
+        other => CreateError::Map(other),
+    }
+}
+
+/// Maps the program into a new address space: shared text and read-only
+/// data, private data, a zeroed stack (with an unmapped guard page below).
+fn populate(space: &mut AddressSpace, program: &Program) -> Result<(), CreateError> {
+    for (index, frame) in program.text.frames.iter().enumerate() {
+        space.map(program.text.address + index as u64 * 4096, *frame, Access::USER_CODE, false).map_err(map_error)?;
+    }
+    if let Some(rodata) = &program.rodata {
+        for (index, frame) in rodata.frames.iter().enumerate() {
+            space
+                .map(rodata.address + index as u64 * 4096, *frame, Access::USER_READ_ONLY, false)
+                .map_err(map_error)?;
+        }
+    }
+    if let Some(data) = &program.data_template {
+        for (index, template) in data.frames.iter().enumerate() {
+            let frame = frames::allocate().ok_or(CreateError::OutOfMemory)?;
+            // SAFETY: both frames are mapped through the physical window; the
+            // new one is ours alone, the template is only read.
+            unsafe {
+                core::ptr::copy_nonoverlapping(frames::frame_pointer(*template), frames::frame_pointer(frame), 4096)
+            };
+            if let Err(error) = space.map(data.address + index as u64 * 4096, frame, Access::USER_DATA, true) {
+                frames::deallocate(frame);
+                return Err(map_error(error));
+            }
+        }
+    }
+    let stack_pages = program.stack_size.div_ceil(4096).max(1);
+    for page in 0..stack_pages {
+        let frame = frames::allocate_zeroed().ok_or(CreateError::OutOfMemory)?;
+        let address = USER_STACK_TOP - (page + 1) * 4096;
+        if let Err(error) = space.map(address, frame, Access::USER_DATA, true) {
+            frames::deallocate(frame);
+            return Err(map_error(error));
+        }
+    }
+    Ok(())
+}
+
+impl Process {
+    /// Creates a process from `program`, in the CREATED state.
+    pub fn create(program: Arc<Program>, name: &str, parent: u64, argument: u64) -> Result<Arc<Self>, CreateError> {
+        Self::create_inner(program, name, parent, argument, false)
+    }
+
+    /// Creates the supervisor: the first process, which holds the images.
+    pub fn create_supervisor(program: Arc<Program>) -> Result<Arc<Self>, CreateError> {
+        Self::create_inner(program, "supervisor", 0, 0, true)
+    }
+
+    fn create_inner(
+        program: Arc<Program>,
+        name: &str,
+        parent: u64,
+        argument: u64,
+        supervisor: bool,
+    ) -> Result<Arc<Self>, CreateError> {
+        let task = task::new_task(Cow::Owned(String::from(name)), true).map_err(CreateError::Task)?;
+        let populated = task.with_address_space(|space| populate(space, &program)).unwrap_or(Ok(()));
+        let process = Arc::new(Process {
+            id: NEXT_PROCESS_ID.fetch_add(1, Ordering::Relaxed),
+            name: SpinLock::new(String::from(name)),
+            task,
+            state: AtomicProcState::new(ProcState::Created),
+            parent,
+            supervisor,
+            program,
+            handles: SpinLock::new(Vec::new()),
+            allowed: AtomicU64::new(ALL_SYSCALLS),
+            argument,
+            start: SpinLock::new(StartDraft::default()),
+            layout: SpinLock::new(Layout {
+                next_map: USER_MAP_BASE,
+                maps: Vec::new(),
+                next_shared: USER_SHARED_BASE,
+                next_mailbox: orrery_abi::USER_MAILBOX_BASE,
+            }),
+            exit: SpinLock::new(None),
+            thread: SpinLock::new(None),
+            creator_retain: SpinLock::new(true),
+        });
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut registry = REGISTRY.lock();
+            registry.retain(|weak| weak.strong_count() > 0);
+            registry.push(Arc::downgrade(&process));
+        }
+        if let Err(error) = populated {
+            process.abandon();
+            return Err(error);
+        }
+        Ok(process)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its name.
+    pub fn name(&self) -> String {
+        self.name.lock().clone()
+    }
+
+    /// Its task (address space, lifetime).
+    pub fn task(&self) -> &Arc<Task> {
+        &self.task
+    }
+
+    /// Its Akaros state.
+    pub fn state(&self) -> ProcState {
+        self.state.load()
+    }
+
+    /// The id of the process that created it (0 for the kernel's).
+    pub fn parent(&self) -> u64 {
+        self.parent
+    }
+
+    /// True for the supervisor.
+    pub fn is_supervisor(&self) -> bool {
+        self.supervisor
+    }
+
+    /// The program it runs.
+    pub fn program(&self) -> &Arc<Program> {
+        &self.program
+    }
+
+    /// True when system call `number` is allowed.
+    pub fn may_call(&self, number: u64) -> bool {
+        number < 64 && self.allowed.load(Ordering::Relaxed) & (1 << number) != 0
+    }
+
+    fn require_created(&self) -> Result<(), Error> {
+        if self.state() == ProcState::Created { Ok(()) } else { Err(Error::WrongState) }
+    }
+
+    /// Renames a CREATED process.
+    pub fn set_name(&self, name: &str) -> Result<(), Error> {
+        self.require_created()?;
+        *self.name.lock() = String::from(name);
+        Ok(())
+    }
+
+    /// Limits the system calls of a CREATED process (only ever narrows).
+    pub fn restrict(&self, allowed: u64) -> Result<(), Error> {
+        self.require_created()?;
+        self.allowed.fetch_and(allowed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Maps `frames` into a CREATED process's shared region; returns the
+    /// address.
+    pub fn share_frames(&self, frames: &[Frame], writable: bool) -> Result<u64, Error> {
+        self.require_created()?;
+        let length = frames.len() as u64 * 4096;
+        let address = {
+            let mut layout = self.layout.lock();
+            let address = layout.next_shared;
+            if address + length > USER_SHARED_END {
+                return Err(Error::LimitReached);
+            }
+            layout.next_shared += length + 4096;
+            address
+        };
+        let access = if writable { Access::USER_DATA } else { Access::USER_READ_ONLY };
+        self.map_shared(address, frames, access)?;
+        let mut start = self.start.lock();
+        if start.shared_address == 0 {
+            start.shared_address = address;
+            start.shared_length = length;
+        }
+        Ok(address)
+    }
+
+    fn map_shared(&self, address: u64, frames: &[Frame], access: Access) -> Result<(), Error> {
+        self.task
+            .with_address_space(|space| {
+                for (index, frame) in frames.iter().enumerate() {
+                    if let Err(error) = space.map(address + index as u64 * 4096, *frame, access, false) {
+                        for undo in 0..index {
+                            space.unmap(address + undo as u64 * 4096);
+                        }
+                        return Err(if error == MapError::OutOfFrames { Error::OutOfMemory } else { Error::Overlaps });
+                    }
+                }
+                Ok(())
+            })
+            .unwrap_or(Err(Error::OutOfMemory))
+    }
+
+    /// Maps a mailbox's pages into this process; returns the address.
+    pub fn map_mailbox(&self, mailbox: &MailboxObject) -> Result<u64, Error> {
+        let length = mailbox.bytes();
+        let address = {
+            let mut layout = self.layout.lock();
+            let address = layout.next_mailbox;
+            if address + length > orrery_abi::USER_MAILBOX_END {
+                return Err(Error::LimitReached);
+            }
+            layout.next_mailbox += length + 4096;
+            address
+        };
+        self.map_shared(address, mailbox.frames(), Access::USER_DATA)?;
+        Ok(address)
+    }
+
+    /// Adds a handle; returns its number.
+    pub fn add_handle(&self, handle: Handle) -> Result<u64, Error> {
+        let mut handles = self.handles.lock();
+        if let Some(index) = handles.iter().position(Option::is_none) {
+            handles[index] = Some(handle);
+            return Ok(index as u64);
+        }
+        if handles.len() >= MAX_HANDLES {
+            return Err(Error::LimitReached);
+        }
+        handles.push(Some(handle));
+        Ok(handles.len() as u64 - 1)
+    }
+
+    /// The handle with this number.
+    pub fn handle(&self, number: u64) -> Result<Handle, Error> {
+        self.handles.lock().get(number as usize).cloned().flatten().ok_or(Error::BadHandle)
+    }
+
+    /// Closes a handle.
+    pub fn close_handle(&self, number: u64) -> Result<(), Error> {
+        let handle = self.handles.lock().get_mut(number as usize).and_then(Option::take).ok_or(Error::BadHandle)?;
+        drop(handle);
+        Ok(())
+    }
+
+    /// Grants a CREATED process a handle to `mailbox`, as its server or a
+    /// client, mapping it in; returns the handle number.
+    pub fn grant_mailbox(&self, mailbox: &Arc<MailboxObject>, server: bool) -> Result<u64, Error> {
+        self.require_created()?;
+        let address = self.map_mailbox(mailbox)?;
+        let handle = self.add_handle(Handle::Mailbox { object: mailbox.clone(), server, address })?;
+        self.note_granted_mailbox(handle);
+        Ok(handle)
+    }
+
+    /// The user thread, once started.
+    pub fn thread(&self) -> Option<ThreadId> {
+        *self.thread.lock()
+    }
+
+    /// Records a mailbox handle granted before start (for `StartInfo`).
+    pub fn note_granted_mailbox(&self, handle: u64) {
+        let mut start = self.start.lock();
+        if start.first_mailbox.is_none() {
+            start.first_mailbox = Some(handle);
+        }
+        start.mailbox_count += 1;
+    }
+
+    /// Maps `length` bytes of zeroed private memory; returns the address.
+    pub fn map_memory(&self, length: u64, writable: bool) -> Result<u64, Error> {
+        if length == 0 || length > orrery_abi::MAX_MAP_BYTES {
+            return Err(Error::BadLength);
+        }
+        let length = length.next_multiple_of(4096);
+        let address = {
+            let mut layout = self.layout.lock();
+            let address = layout.next_map;
+            if address + length > USER_MAP_END {
+                return Err(Error::LimitReached);
+            }
+            layout.next_map += length + 4096;
+            layout.maps.push((address, length));
+            address
+        };
+        let access = if writable { Access::USER_DATA } else { Access::USER_READ_ONLY };
+        let result = self
+            .task
+            .with_address_space(|space| {
+                for page in 0..length / 4096 {
+                    let Some(frame) = frames::allocate_zeroed() else {
+                        for undo in 0..page {
+                            space.unmap(address + undo * 4096);
+                        }
+                        return Err(Error::OutOfMemory);
+                    };
+                    if space.map(address + page * 4096, frame, access, true).is_err() {
+                        frames::deallocate(frame);
+                        for undo in 0..page {
+                            space.unmap(address + undo * 4096);
+                        }
+                        return Err(Error::OutOfMemory);
+                    }
+                }
+                Ok(address)
+            })
+            .unwrap_or(Err(Error::OutOfMemory));
+        if result.is_err() {
+            self.layout.lock().maps.retain(|(start, _)| *start != address);
+        }
+        result
+    }
+
+    /// Unmaps a whole mapping made by `map_memory`.
+    pub fn unmap_memory(&self, address: u64, length: u64) -> Result<(), Error> {
+        if !address.is_multiple_of(4096) {
+            return Err(Error::Misaligned);
+        }
+        let length = length.next_multiple_of(4096);
+        {
+            let mut layout = self.layout.lock();
+            let index = layout.maps.iter().position(|map| *map == (address, length)).ok_or(Error::NotMapped)?;
+            layout.maps.swap_remove(index);
+        }
+        self.task.with_address_space(|space| {
+            for page in 0..length / 4096 {
+                space.unmap(address + page * 4096);
+            }
+        });
+        Ok(())
+    }
+
+    /// Makes a CREATED process runnable: writes its `StartInfo`, creates its
+    /// user thread, and hands the creator's retain to it.
+    pub fn start(self: &Arc<Self>) -> Result<(), Error> {
+        self.start_on(CpuSet::ALL)
+    }
+
+    /// [`Process::start`], with the thread kept to `cpus`.
+    pub fn start_on(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
+        self.state.try_transition(ProcState::Created, ProcState::RunnableS).map_err(|_| Error::WrongState)?;
+        let info_address = (USER_STACK_TOP - 512) & !63;
+        let mut info = StartInfo::new();
+        info.process_id = self.id;
+        info.tsc_hz = crate::arch::tsc::hz();
+        {
+            let draft = self.start.lock();
+            info.first_mailbox = draft.first_mailbox.unwrap_or(u64::MAX);
+            info.mailbox_count = draft.mailbox_count;
+            info.shared_address = draft.shared_address;
+            info.shared_length = draft.shared_length;
+        }
+        let name = self.name();
+        let length = name.len().min(info.name.len());
+        info.name[..length].copy_from_slice(&name.as_bytes()[..length]);
+        info.name_length = length as u64;
+        info.argument = self.argument;
+        self.write_start_info(info_address, &info)?;
+        let context = UserContext::new(self.program.entry, info_address - 16, info_address);
+        let mut state = UserState::new(context);
+        state.owner = Some(self.clone());
+        match task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus) {
+            Ok(id) => {
+                *self.thread.lock() = Some(id);
+                self.release_creator_retain();
+                Ok(())
+            }
+            Err(_) => {
+                self.abandon();
+                Err(Error::OutOfMemory)
+            }
+        }
+    }
+
+    fn write_start_info(&self, address: u64, info: &StartInfo) -> Result<(), Error> {
+        // SAFETY: `StartInfo` is plain data (`#[repr(C)]`, integers and a
+        // byte array), so viewing it as bytes is sound.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(info as *const StartInfo as *const u8, core::mem::size_of::<StartInfo>())
+        };
+        self.task
+            .with_address_space(|space| {
+                let (physical, _) = space.translate(address).ok_or(Error::BadAddress)?;
+                // The block sits inside one stack page (512 bytes below the
+                // top, 64-byte aligned), reached through the physical window.
+                let offset = (address % 4096) as usize;
+                assert!(offset + bytes.len() <= 4096);
+                let page = crate::arch::paging::phys_to_virt(physical - offset as u64) as *mut u8;
+                // SAFETY: the page is a stack frame this process owns, not
+                // running yet, and mapped through the physical window.
+                unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), page.add(offset), bytes.len()) };
+                Ok(())
+            })
+            .unwrap_or(Err(Error::BadAddress))
+    }
+
+    fn release_creator_retain(&self) {
+        let mut held = self.creator_retain.lock();
+        if core::mem::take(&mut *held) {
+            drop(held);
+            task::release_creator(&self.task);
+        }
+    }
+
+    /// Ends the process with `status` (the first status stands): its thread
+    /// stops, and the reaper frees its memory. Returns false if it had
+    /// already ended.
+    pub fn end(&self, status: ExitStatus) -> bool {
+        {
+            let mut exit = self.exit.lock();
+            if exit.is_some() {
+                return false;
+            }
+            *exit = Some(status);
+        }
+        let _ = self.state.apply(orrery_proc::Event::Kill);
+        let code = match status {
+            ExitStatus::Exited(code) => task::ExitStatus::Exited(u64::from(code)),
+            _ => task::ExitStatus::Killed(status.encode()),
+        };
+        task::kill_with_status(&self.task, code);
+        // A process that never started holds only the creator's retain.
+        self.release_creator_retain();
+        true
+    }
+
+    /// Drops a process that failed during creation.
+    fn abandon(&self) {
+        let _ = self.end(ExitStatus::Killed(0));
+    }
+
+    /// How it ended, once it has.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exit.lock()
+    }
+
+    /// True once its memory has been released (what `process_wait` waits for).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Records a state change at a trap (lazy Akaros bookkeeping).
+    fn note_running(&self) {
+        let state = self.state();
+        if matches!(state, ProcState::RunnableS | ProcState::Waiting) {
+            let _ = self.state.try_transition(state, ProcState::RunningS);
+        }
+    }
+
+    fn note(&self, to: ProcState) {
+        let from = self.state();
+        if from != to {
+            let _ = self.state.try_transition(from, to);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Prints every process record still alive (for diagnosing leaks).
+pub fn dump_processes() {
+    for process in REGISTRY.lock().iter().filter_map(alloc::sync::Weak::upgrade) {
+        crate::println!(
+            "process {} '{}' {:?} exit {:?} finished {} references {} thread {:?}",
+            process.id,
+            process.name(),
+            process.state(),
+            process.exit_status(),
+            process.is_finished(),
+            Arc::strong_count(&process) - 1,
+            process.thread()
+        );
+    }
+}
+
+/// Processes not yet dropped (for tests).
+pub fn live_processes() -> u64 {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// The process a user thread belongs to.
+pub fn process_of(thread: &task::Thread) -> Option<Arc<Process>> {
+    task::user::owner_of(thread).and_then(|owner| owner.downcast::<Process>().ok())
+}
+
+/// Maps a CPU exception to the fault kind a process's status reports.
+fn fault_kind(exception: Exception) -> FaultKind {
+    match exception {
+        Exception::PageFault => FaultKind::PageFault,
+        Exception::GeneralProtection => FaultKind::GeneralProtection,
+        Exception::InvalidOpcode => FaultKind::InvalidOpcode,
+        Exception::DivideError => FaultKind::DivideError,
+        _ => FaultKind::Other,
+    }
+}
+
+/// The trap handler installed into the dispatcher.
+fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> task::user::Outcome {
+    use task::user::Outcome;
+    let Some(process) = process_of(thread) else { return Outcome::Exit };
+    process.note_running();
+    match trap {
+        Trap::Syscall => {
+            let outcome = syscall::dispatch(&process, context);
+            match &outcome {
+                Outcome::Pending(_) => process.note(ProcState::Waiting),
+                Outcome::Yield => process.note(ProcState::RunnableS),
+                _ => {}
+            }
+            outcome
+        }
+        Trap::Interrupt(_) => Outcome::Resume,
+        Trap::Exception { exception, address, .. } => {
+            let address = if exception == Exception::PageFault { address } else { context.rip };
+            let status = ExitStatus::Faulted { kind: fault_kind(exception), address };
+            log::info!("process {} '{}' ended: {} at {address:#x}", process.id, process.name(), exception.mnemonic());
+            process.end(status);
+            Outcome::Exit
+        }
+    }
+}
+
+/// Installs the process layer into the dispatcher and syscalls into the
+/// arch layer; loads the programs. Call once at boot after the task system.
+pub fn init() -> loader::LoaderReport {
+    task::user::set_trap_handler(handle_trap);
+    loader::load_all()
+}
+
+/// Creates and starts a process from the program called `name` (for the
+/// kernel itself: the supervisor at boot, and tests).
+pub fn spawn(name: &str, argument: u64) -> Result<Arc<Process>, Error> {
+    let program = loader::program(name).ok_or(Error::NoSuchImage)?;
+    let process = Process::create(program, name, 0, argument)?;
+    process.start()?;
+    Ok(process)
+}

@@ -1,0 +1,328 @@
+//! System calls: decoding, checking and answering what a user thread asks.
+//!
+//! Every call runs on the CPU's dispatcher right after the `syscall` trap,
+//! with preemption held off; a call that has to wait returns a future
+//! instead of blocking (see `task::user`). Every argument is checked: a
+//! number the ABI does not know, a call outside the process's allowed set, a
+//! bad pointer, length, flag or handle each give an error code.
+
+use alloc::{boxed::Box, sync::Arc};
+use core::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use orrery_abi::{Error, MAX_LOG_BYTES, MAX_NAME_BYTES, RING_CLIENT, RING_SERVER, Syscall};
+
+use super::{Handle, Process, loader, mailbox::MailboxObject, uaccess::UserSlice};
+use crate::{
+    arch::{tsc, user::UserContext},
+    task::{
+        self,
+        user::{Outcome, SyscallFuture},
+    },
+};
+
+fn result(value: Result<u64, Error>) -> Outcome {
+    Outcome::Return(match value {
+        Ok(value) => value,
+        Err(error) => error.to_return(),
+    })
+}
+
+/// Handles the system call in `context` for `process`.
+pub fn dispatch(process: &Arc<Process>, context: &mut UserContext) -> Outcome {
+    let (number, arguments) = context.syscall_arguments();
+    let Some(call) = Syscall::from_number(number) else { return result(Err(Error::NoSuchCall)) };
+    if !process.may_call(number) {
+        return result(Err(Error::Restricted));
+    }
+    match call {
+        Syscall::Null => result(Ok(0)),
+        Syscall::Exit => {
+            process.end(orrery_abi::ExitStatus::Exited(arguments[0] as u32));
+            Outcome::Exit
+        }
+        Syscall::Yield => Outcome::Yield,
+        Syscall::SleepUntil => sleep_until(arguments[0]),
+        Syscall::Log => result(log(process, arguments[0], arguments[1])),
+        Syscall::TscHz => result(Ok(tsc::hz())),
+        Syscall::MapMemory => result(map_memory(process, arguments[0], arguments[1])),
+        Syscall::UnmapMemory => result(process.unmap_memory(arguments[0], arguments[1]).map(|()| 0)),
+        Syscall::ImageCount => result(supervisor(process).map(|()| loader::programs().len() as u64)),
+        Syscall::ImageName => result(image_name(process, arguments[0], arguments[1], arguments[2])),
+        Syscall::ProcessCreate => {
+            result(process_create(process, arguments[0], arguments[1], arguments[2], arguments[3]))
+        }
+        Syscall::ProcessStart => result(child(process, arguments[0]).and_then(|child| child.start().map(|()| 0))),
+        Syscall::ProcessWait => match child(process, arguments[0]) {
+            Ok(child) => Outcome::Pending(Box::pin(ProcessWait { child, registered: None })),
+            Err(error) => result(Err(error)),
+        },
+        Syscall::ProcessKill => result(
+            child(process, arguments[0])
+                .map(|child| u64::from(child.end(orrery_abi::ExitStatus::Killed(arguments[1] as u32)))),
+        ),
+        Syscall::ProcessRestrict => {
+            result(child(process, arguments[0]).and_then(|child| child.restrict(arguments[1]).map(|()| 0)))
+        }
+        Syscall::ProcessShare => result(process_share(process, arguments)),
+        Syscall::ProcessSetName => result(process_set_name(process, arguments[0], arguments[1], arguments[2])),
+        Syscall::ProcessId => result(Ok(process.id())),
+        Syscall::CpuId => result(Ok(crate::arch::cpu_index() as u64)),
+        Syscall::MailboxCreate => result(mailbox_create(process, arguments[0])),
+        Syscall::MailboxGrant => result(mailbox_grant(process, arguments[0], arguments[1], arguments[2])),
+        Syscall::MailboxAddress => result(mailbox_address(process, arguments[0])),
+        Syscall::MailboxSlots => result(mailbox(process, arguments[0]).map(|(mailbox, _)| mailbox.slots())),
+        Syscall::MailboxRing => {
+            result(mailbox(process, arguments[0]).and_then(|(mailbox, _)| mailbox.ring(arguments[1])))
+        }
+        Syscall::MailboxWait => match mailbox(process, arguments[0])
+            .and_then(|(mailbox, _)| mailbox.wait(arguments[1], arguments[2], arguments[3]))
+        {
+            Ok(wait) => wait_now_or_later(wait),
+            Err(error) => result(Err(error)),
+        },
+        Syscall::MailboxCall => {
+            match mailbox(process, arguments[0]).and_then(|(mailbox, server)| {
+                if server {
+                    return Err(Error::WrongHandleKind);
+                }
+                mailbox.ring(RING_SERVER)?;
+                mailbox.wait(RING_CLIENT, arguments[1], 0)
+            }) {
+                Ok(wait) => wait_now_or_later(wait),
+                Err(error) => result(Err(error)),
+            }
+        }
+        Syscall::MailboxReplyWait => {
+            match mailbox(process, arguments[0]).and_then(|(mailbox, server)| {
+                if !server {
+                    return Err(Error::WrongHandleKind);
+                }
+                mailbox.ring(RING_CLIENT)?;
+                mailbox.wait(RING_SERVER, arguments[1], 0)
+            }) {
+                Ok(wait) => wait_now_or_later(wait),
+                Err(error) => result(Err(error)),
+            }
+        }
+        Syscall::HandleClose => result(process.close_handle(arguments[0]).map(|()| 0)),
+    }
+}
+
+/// A wait whose condition may already hold: answered at once if so (no
+/// future is kept), else parked.
+fn wait_now_or_later(wait: super::mailbox::DoorbellWait) -> Outcome {
+    let mut wait = Box::pin(wait);
+    let mut context = Context::from_waker(core::task::Waker::noop());
+    match wait.as_mut().poll(&mut context) {
+        Poll::Ready(value) => Outcome::Return(value),
+        Poll::Pending => Outcome::Pending(wait),
+    }
+}
+
+fn supervisor(process: &Process) -> Result<(), Error> {
+    if process.is_supervisor() { Ok(()) } else { Err(Error::NotPermitted) }
+}
+
+fn child(process: &Process, handle: u64) -> Result<Arc<Process>, Error> {
+    match process.handle(handle)? {
+        Handle::Process(child) => Ok(child),
+        _ => Err(Error::WrongHandleKind),
+    }
+}
+
+fn mailbox(process: &Process, handle: u64) -> Result<(Arc<MailboxObject>, bool), Error> {
+    match process.handle(handle)? {
+        Handle::Mailbox { object, server, .. } => Ok((object, server)),
+        Handle::Process(_) => Err(Error::WrongHandleKind),
+    }
+}
+
+fn mailbox_address(process: &Process, handle: u64) -> Result<u64, Error> {
+    match process.handle(handle)? {
+        Handle::Mailbox { address, .. } => Ok(address),
+        Handle::Process(_) => Err(Error::WrongHandleKind),
+    }
+}
+
+fn log(process: &Process, address: u64, length: u64) -> Result<u64, Error> {
+    if length > MAX_LOG_BYTES {
+        return Err(Error::BadLength);
+    }
+    let text = UserSlice::new(address, length, 1)?.read_text(MAX_LOG_BYTES)?;
+    let name = process.name();
+    for line in text.split_inclusive('\n') {
+        crate::print!("[{name}] {line}");
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        crate::println!();
+    }
+    Ok(length)
+}
+
+fn map_memory(process: &Process, length: u64, flags: u64) -> Result<u64, Error> {
+    if flags & !orrery_abi::MAP_WRITE != 0 {
+        return Err(Error::BadFlags);
+    }
+    process.map_memory(length, flags & orrery_abi::MAP_WRITE != 0)
+}
+
+fn image_name(process: &Process, index: u64, address: u64, length: u64) -> Result<u64, Error> {
+    supervisor(process)?;
+    let program = loader::programs().get(index as usize).ok_or(Error::NoSuchImage)?;
+    let name = program.name.as_bytes();
+    if length < name.len() as u64 {
+        return Err(Error::BadLength);
+    }
+    UserSlice::new(address, name.len() as u64, 1)?.write_from(name)?;
+    Ok(name.len() as u64)
+}
+
+fn read_name(address: u64, length: u64) -> Result<alloc::string::String, Error> {
+    if length == 0 || length > MAX_NAME_BYTES {
+        return Err(Error::BadLength);
+    }
+    UserSlice::new(address, length, 1)?.read_text(MAX_NAME_BYTES)
+}
+
+fn process_create(process: &Process, image: u64, address: u64, length: u64, argument: u64) -> Result<u64, Error> {
+    supervisor(process)?;
+    let name = read_name(address, length)?;
+    let program = loader::programs().get(image as usize).ok_or(Error::NoSuchImage)?.clone();
+    let child = Process::create(program, &name, process.id(), argument)?;
+    match process.add_handle(Handle::Process(child.clone())) {
+        Ok(handle) => Ok(handle),
+        Err(error) => {
+            child.end(orrery_abi::ExitStatus::Killed(0));
+            Err(error)
+        }
+    }
+}
+
+fn process_set_name(process: &Process, handle: u64, address: u64, length: u64) -> Result<u64, Error> {
+    let child = child(process, handle)?;
+    let name = read_name(address, length)?;
+    child.set_name(&name)?;
+    Ok(0)
+}
+
+fn process_share(process: &Process, arguments: [u64; 6]) -> Result<u64, Error> {
+    let [handle, address, length, _, flags, _] = arguments;
+    let child = child(process, handle)?;
+    if flags & !orrery_abi::SHARE_WRITE != 0 {
+        return Err(Error::BadFlags);
+    }
+    if length == 0 || length > orrery_abi::MAX_MAP_BYTES {
+        return Err(Error::BadLength);
+    }
+    let range = UserSlice::new(address, length, 4096)?;
+    // The pages must be this process's own mapped memory.
+    let mut frames = alloc::vec::Vec::new();
+    let writable = flags & orrery_abi::SHARE_WRITE != 0;
+    process.task().with_address_space(|space| {
+        for page in 0..length.div_ceil(4096) {
+            let page_address = range.address() + page * 4096;
+            match space.translate(page_address) {
+                Some((physical, bits)) if bits & crate::arch::paging::flags::USER != 0 => {
+                    if writable && bits & crate::arch::paging::flags::WRITABLE == 0 {
+                        return Err(Error::BadFlags);
+                    }
+                    frames.push(orrery_frames::Frame::containing(physical));
+                }
+                _ => return Err(Error::BadAddress),
+            }
+        }
+        Ok(())
+    });
+    if frames.len() as u64 != length.div_ceil(4096) {
+        return Err(Error::BadAddress);
+    }
+    // Shared pages stay owned by this process: it must keep them mapped
+    // while the child lives (the child's mapping does not own them).
+    child.share_frames(&frames, writable)
+}
+
+fn mailbox_create(process: &Process, slots: u64) -> Result<u64, Error> {
+    let object = MailboxObject::new(slots)?;
+    let address = process.map_mailbox(&object)?;
+    process.add_handle(Handle::Mailbox { object, server: true, address })
+}
+
+fn mailbox_grant(process: &Process, handle: u64, target: u64, role: u64) -> Result<u64, Error> {
+    let (mailbox, server) = mailbox(process, handle)?;
+    if !server {
+        return Err(Error::NotPermitted);
+    }
+    let grant_server = match role {
+        RING_SERVER => true,
+        RING_CLIENT => false,
+        _ => return Err(Error::BadFlags),
+    };
+    child(process, target)?.grant_mailbox(&mailbox, grant_server)
+}
+
+/// Sleeping until a deadline, as a system-call future.
+struct Sleep {
+    deadline_tsc: u64,
+    armed: bool,
+}
+
+impl Future for Sleep {
+    type Output = u64;
+
+    fn poll(mut self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<u64> {
+        if tsc::now() >= self.deadline_tsc {
+            return Poll::Ready(0);
+        }
+        if !self.armed {
+            task::wait::arm_timer_for_current(self.deadline_tsc);
+            self.armed = true;
+        }
+        Poll::Pending
+    }
+}
+
+fn sleep_until(deadline_tsc: u64) -> Outcome {
+    if tsc::now() >= deadline_tsc {
+        return Outcome::Return(0);
+    }
+    let future: SyscallFuture = Box::pin(Sleep { deadline_tsc, armed: false });
+    Outcome::Pending(future)
+}
+
+/// Waiting for a child to end, as a system-call future.
+struct ProcessWait {
+    child: Arc<Process>,
+    registered: Option<Arc<task::Thread>>,
+}
+
+impl Drop for ProcessWait {
+    fn drop(&mut self) {
+        if let Some(thread) = self.registered.take() {
+            task::unregister_joiner(self.child.task(), &thread);
+        }
+    }
+}
+
+impl Future for ProcessWait {
+    type Output = u64;
+
+    fn poll(mut self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<u64> {
+        let ready = |child: &Process| {
+            child.is_finished().then(|| child.exit_status().map_or(Error::WrongState.to_return(), |s| s.encode()))
+        };
+        if let Some(value) = ready(&self.child) {
+            return Poll::Ready(value);
+        }
+        let me = task::scheduler::current_arc();
+        task::register_joiner(self.child.task(), me.clone());
+        self.registered = Some(me);
+        match ready(&self.child) {
+            Some(value) => Poll::Ready(value),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! User threads: contexts the dispatcher enters with `execute()`.
+//!
+//! A user thread is a [`Thread`] of kind `User` whose state is a
+//! [`UserState`] — its registers, the system call it waits in (a future),
+//! its FPU state when it has live vector registers — and no kernel stack.
+//! When the scheduler picks one, the CPU's dispatcher (on its own stack)
+//! enters it with [`execute`](crate::arch::user::execute) and handles the
+//! trap that brings it back: a system call is answered at once, or parked as
+//! a future polled again when the thread is woken; an interrupt may lead to
+//! a reschedule; a fault goes to the process layer.
+//!
+//! The process layer (`crate::proc`) installs the [`TrapHandler`] that turns
+//! traps into [`Outcome`]s; this module is the mechanism around it.
+
+use alloc::{boxed::Box, sync::Arc, task::Wake};
+use core::{
+    future::Future,
+    pin::Pin,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    task::{Context, Poll, Waker},
+};
+
+use super::{
+    scheduler::{self, Switch},
+    thread::{Thread, ThreadId, ThreadKind, ThreadState},
+};
+use crate::arch::{
+    cpu::MAX_CPUS,
+    cpu_index,
+    fpu::FpuState,
+    interrupts,
+    user::{self, Trap, UserContext},
+};
+
+/// A system call that has to wait: polled on the dispatcher until ready;
+/// its output goes to the thread's `rax`.
+pub type SyscallFuture = Pin<Box<dyn Future<Output = u64> + Send>>;
+
+/// What the process layer decides about a trap.
+pub enum Outcome {
+    /// Go back to user mode (the trap needed nothing; a syscall result is
+    /// already in the context).
+    Resume,
+    /// Return this value from the system call.
+    Return(u64),
+    /// The system call waits: poll this future.
+    Pending(SyscallFuture),
+    /// Give the CPU to another thread, then resume.
+    Yield,
+    /// The thread (and, by the handler's decision, its process) is finished.
+    Exit,
+}
+
+/// Turns a trap of a user thread into an [`Outcome`]. Runs on the
+/// dispatcher with interrupts on, preemption held off; must not block.
+pub type TrapHandler = fn(&Thread, &mut UserContext, Trap) -> Outcome;
+
+static TRAP_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the process layer's trap handler.
+pub fn set_trap_handler(handler: TrapHandler) {
+    TRAP_HANDLER.store(handler as usize, Ordering::Release);
+}
+
+fn trap_handler() -> TrapHandler {
+    match TRAP_HANDLER.load(Ordering::Acquire) {
+        0 => |_, _, _| Outcome::Exit,
+        // SAFETY: only `TrapHandler` pointers are stored.
+        handler => unsafe { core::mem::transmute::<usize, TrapHandler>(handler) },
+    }
+}
+
+/// Everything a user thread is when it is not running.
+pub struct UserState {
+    /// Its registers.
+    pub context: UserContext,
+    /// The system call it waits in.
+    pending: Option<SyscallFuture>,
+    /// Its vector registers, when they are live (it was interrupted rather
+    /// than calling the kernel). Dropped when it waits in a system call,
+    /// where the ABI makes them dead.
+    fpu: Option<FpuState>,
+    /// MXCSR and x87 control word, kept across system calls.
+    mxcsr: u32,
+    fcw: u16,
+    /// Wakes this thread (made once).
+    waker: Waker,
+    /// Opaque data of the process layer (the process, by reference count).
+    pub owner: Option<Arc<dyn core::any::Any + Send + Sync>>,
+}
+
+struct ThreadWaker(ThreadId);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        super::wake(self.0);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        super::wake(self.0);
+    }
+}
+
+impl UserState {
+    /// The state of a thread about to start at `context`.
+    pub fn new(context: UserContext) -> Self {
+        Self {
+            context,
+            pending: None,
+            fpu: None,
+            mxcsr: 0x1f80,
+            fcw: 0x37f,
+            // Replaced by the real waker once the thread has an id.
+            waker: Waker::noop().clone(),
+            owner: None,
+        }
+    }
+
+    pub(super) fn set_waker(&mut self, thread: ThreadId) {
+        self.waker = Waker::from(Arc::new(ThreadWaker(thread)));
+    }
+
+    /// Bytes of kernel heap this state holds beyond the thread record.
+    pub fn heap_bytes(&self) -> usize {
+        core::mem::size_of::<Self>()
+            + self.fpu.as_ref().map_or(0, FpuState::size)
+            + if self.pending.is_some() { 64 } else { 0 }
+    }
+
+    /// True while it waits in a system call.
+    pub fn is_waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// Which user thread's vector registers each CPU holds (0: none known).
+static FPU_OWNER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Forgets whose vector registers this CPU holds (a kernel thread loaded
+/// its own).
+pub(super) fn fpu_clobbered() {
+    FPU_OWNER[cpu_index()].store(0, Ordering::Relaxed);
+}
+
+/// A scratch area per CPU for loading a clean state.
+static CLEAN: spin::Once<alloc::vec::Vec<crate::sync::SpinLock<FpuState>>> = spin::Once::new();
+
+fn load_clean_state(mxcsr: u32, fcw: u16) {
+    let areas = CLEAN.call_once(|| {
+        (0..crate::arch::smp::cpu_count())
+            .map(|_| crate::sync::SpinLock::new(FpuState::new().expect("memory for clean FPU states")))
+            .collect()
+    });
+    let mut area = areas[cpu_index()].lock();
+    area.set_control(mxcsr, fcw);
+    area.restore();
+}
+
+/// Runs the current user thread on this CPU's dispatcher until the CPU
+/// should run something else. Returns with interrupts on; the caller checks
+/// `scheduler::current()` again.
+pub(super) fn run(thread: &Thread) {
+    // SAFETY: only the dispatcher running the thread touches its user state,
+    // and a thread runs on one CPU at a time.
+    let state = unsafe { (*thread.user.get()).as_mut() }.expect("a user thread has user state");
+    let handler = trap_handler();
+    loop {
+        interrupts::enable();
+        if thread.must_stop() {
+            end_thread(thread, state);
+            return;
+        }
+        if let Some(mut future) = state.pending.take() {
+            // Visible to wakers before the poll, so a wake-up during the poll
+            // is not lost (see `thread`'s state machine).
+            thread.descriptor.set_state(ThreadState::Blocking);
+            core::sync::atomic::fence(Ordering::SeqCst);
+            let mut context = Context::from_waker(&state.waker);
+            match future.as_mut().poll(&mut context) {
+                Poll::Ready(value) => {
+                    thread.descriptor.set_state(ThreadState::Running);
+                    state.context.set_return(value);
+                }
+                Poll::Pending => {
+                    state.pending = Some(future);
+                    // Its vector registers are dead at a system call.
+                    state.fpu = None;
+                    scheduler::schedule(Switch::Block);
+                    return;
+                }
+            }
+        }
+        if scheduler::reschedule_due() {
+            scheduler::schedule(Switch::Preempt);
+            return;
+        }
+        interrupts::disable();
+        let cpu = cpu_index();
+        let id = thread.id().0;
+        if FPU_OWNER[cpu].load(Ordering::Relaxed) != id {
+            match &state.fpu {
+                Some(area) => area.restore(),
+                None => load_clean_state(state.mxcsr, state.fcw),
+            }
+            FPU_OWNER[cpu].store(id, Ordering::Relaxed);
+        }
+        let trap = user::execute(&mut state.context);
+        match trap {
+            Trap::Syscall => {
+                // Vector registers are dead across a system call; only the
+                // control words survive.
+                (state.mxcsr, state.fcw) = FpuState::read_control();
+            }
+            _ => {
+                let area = state.fpu.get_or_insert_with(|| FpuState::new().expect("memory for FPU state"));
+                area.save();
+            }
+        }
+        interrupts::enable();
+        let outcome = {
+            // Handlers never switch: a preemption waits for the loop's top.
+            let _critical = scheduler::PreemptGuard::new();
+            handler(thread, &mut state.context, trap)
+        };
+        match outcome {
+            Outcome::Resume => {}
+            Outcome::Return(value) => state.context.set_return(value),
+            Outcome::Pending(future) => state.pending = Some(future),
+            Outcome::Yield => {
+                state.context.set_return(0);
+                scheduler::schedule(Switch::Yield);
+                return;
+            }
+            Outcome::Exit => {
+                end_thread(thread, state);
+                return;
+            }
+        }
+    }
+}
+
+/// Ends a user thread from its dispatcher: drops what it waits in, retires
+/// it, and schedules something else (which returns: there is no stack to
+/// abandon).
+fn end_thread(thread: &Thread, state: &mut UserState) {
+    state.pending = None;
+    state.fpu = None;
+    if FPU_OWNER[cpu_index()].load(Ordering::Relaxed) == thread.id().0 {
+        fpu_clobbered();
+    }
+    {
+        let _critical = scheduler::PreemptGuard::new();
+        super::reaper::retire(thread);
+    }
+    scheduler::schedule(Switch::Exit);
+}
+
+/// The process layer's data of a user thread.
+pub fn owner_of(thread: &Thread) -> Option<Arc<dyn core::any::Any + Send + Sync>> {
+    // SAFETY: `owner` is set before the thread is shared and never changed
+    // until the thread is freed; cloning an `Arc` only reads it.
+    unsafe { (*thread.user.get()).as_ref().and_then(|state| state.owner.clone()) }
+}
+
+/// True when `thread` is a user thread.
+pub fn is_user(thread: &Thread) -> bool {
+    thread.kind == ThreadKind::User
+}
+
+/// Kernel heap bytes a user thread holds (its record and user state), for
+/// the memory figures.
+pub fn thread_bytes(thread: &Thread) -> usize {
+    // SAFETY: read-only look at sizes; the state is not being changed by a
+    // dispatcher that blocks the thread meanwhile (callers use it for
+    // blocked threads).
+    let state = unsafe { (*thread.user.get()).as_ref() };
+    core::mem::size_of::<Thread>() + state.map_or(0, |state| state.heap_bytes())
+}

@@ -1,0 +1,278 @@
+//! Waiting: wait queues, sleeping until a deadline, and blocking with an
+//! atomically released lock (Alux's `SetTimeout`/`SetInfiniteTimeout` with
+//! `unlock`).
+//!
+//! Every wait follows the same protocol (see [`super::thread`]): register
+//! where the waker will find the thread and mark it `Blocking`, release the
+//! caller's lock, then switch. A wake-up at any point after the thread became
+//! findable is seen, so none is lost. Wake-ups can be spurious (a late timer
+//! of an earlier wait is filtered out, but a waker that already took the
+//! thread off a queue may still wake its next wait): callers re-check their
+//! condition, as with any condition variable.
+
+use alloc::{collections::VecDeque, sync::Arc};
+use core::sync::atomic::Ordering;
+
+use super::{
+    scheduler,
+    thread::{Thread, ThreadState, WakeReason},
+};
+use crate::{
+    arch::{interrupts, tsc},
+    sync::{SpinLock, SpinLockGuard},
+    time,
+};
+
+/// Threads waiting for something.
+pub struct WaitQueue {
+    waiters: SpinLock<Waiters>,
+}
+
+/// A FIFO of waiting threads whose first entry is kept inline: most queues
+/// (a joiner, a server waiting for a request) hold one waiter at a time, and
+/// then waiting takes no heap memory.
+struct Waiters {
+    first: Option<Arc<Thread>>,
+    rest: VecDeque<Arc<Thread>>,
+}
+
+impl Waiters {
+    const fn new() -> Self {
+        Self { first: None, rest: VecDeque::new() }
+    }
+
+    fn push_back(&mut self, thread: Arc<Thread>) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(thread);
+        } else {
+            self.rest.push_back(thread);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Arc<Thread>> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Removes `thread`'s entries, returning them (to be dropped outside the lock).
+    fn remove(&mut self, thread: &Thread) -> alloc::vec::Vec<Arc<Thread>> {
+        let mut removed = alloc::vec::Vec::new();
+        if self.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
+            removed.extend(self.first.take());
+        }
+        self.rest.retain(|waiter| {
+            if core::ptr::eq(&**waiter, thread) {
+                removed.push(waiter.clone());
+                false
+            } else {
+                true
+            }
+        });
+        removed
+    }
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Marks the current thread as about to wait and returns its new wait
+/// generation.
+fn prepare(thread: &Thread) -> u64 {
+    thread.set_wake_reason(super::thread::WakeReason::Woken);
+    let generation = thread.wait_generation.fetch_add(1, Ordering::AcqRel) + 1;
+    thread.descriptor.set_state(ThreadState::Blocking);
+    // Pairs with the fence in `kill_task`: either the killer sees this
+    // thread Blocking (and wakes it), or `schedule` sees the kill.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    generation
+}
+
+fn arm_timer(thread: &Thread, deadline: Option<u64>, generation: u64) {
+    if let Some(deadline) = deadline
+        && time::add_timer(deadline, thread.id(), generation).is_err()
+    {
+        // No memory for the timer: time out at once rather than sleep
+        // for ever.
+        scheduler::wake(thread, WakeReason::Timeout);
+    }
+}
+
+impl WaitQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Self { waiters: SpinLock::new(Waiters::new()) }
+    }
+
+    /// Waits until woken (or until `deadline_tsc`, if given), releasing
+    /// `guard` once the thread is registered. Returns why it woke; the lock
+    /// is not taken again.
+    pub fn wait_releasing<T: ?Sized>(
+        &self,
+        guard: Option<SpinLockGuard<'_, T>>,
+        deadline_tsc: Option<u64>,
+    ) -> WakeReason {
+        // Only the queue owns a reference: this frame may be abandoned if
+        // the task is killed, so it must own nothing.
+        let me = scheduler::current();
+        let generation = {
+            let mut waiters = self.waiters.lock();
+            waiters.push_back(scheduler::current_arc());
+            prepare(me)
+        };
+        arm_timer(me, deadline_tsc, generation);
+        drop(guard);
+        let reason = scheduler::block_current();
+        if reason != WakeReason::Woken {
+            self.remove(me);
+        }
+        stop_if_killed(me);
+        reason
+    }
+
+    /// Takes `thread` off the queue (its wait ended some other way).
+    pub fn remove(&self, thread: &Thread) {
+        // Dropped outside the lock: it may be the last reference.
+        let removed = self.waiters.lock().remove(thread);
+        drop(removed);
+    }
+
+    /// Puts `thread` on the queue unless it is there already: for system-call
+    /// futures, whose thread the dispatcher parks after a pending poll. The
+    /// future must look at its condition again after registering.
+    pub fn register(&self, thread: Arc<Thread>) {
+        let mut waiters = self.waiters.lock();
+        let present = waiters.first.as_ref().is_some_and(|first| Arc::ptr_eq(first, &thread))
+            || waiters.rest.iter().any(|waiter| Arc::ptr_eq(waiter, &thread));
+        if !present {
+            waiters.push_back(thread);
+        }
+    }
+
+    /// Waits until woken or until `deadline_tsc`.
+    pub fn wait(&self, deadline_tsc: Option<u64>) -> WakeReason {
+        self.wait_releasing::<()>(None, deadline_tsc)
+    }
+
+    /// Waits while `condition` holds for the value behind `lock`, releasing
+    /// the lock while asleep; returns the guard with the condition false, or
+    /// `Err(reason)` on time-out or kill.
+    pub fn wait_while<'a, T>(
+        &self,
+        lock: &'a SpinLock<T>,
+        deadline_tsc: Option<u64>,
+        mut condition: impl FnMut(&mut T) -> bool,
+    ) -> Result<SpinLockGuard<'a, T>, WakeReason> {
+        loop {
+            let mut guard = lock.lock();
+            if !condition(&mut guard) {
+                return Ok(guard);
+            }
+            match self.wait_releasing(Some(guard), deadline_tsc) {
+                WakeReason::Woken => {}
+                other => {
+                    // A last look: the condition may have changed just as
+                    // the deadline passed.
+                    let mut guard = lock.lock();
+                    return if condition(&mut guard) { Err(other) } else { Ok(guard) };
+                }
+            }
+        }
+    }
+
+    /// Wakes the longest-waiting thread. Returns false if none was waiting.
+    pub fn wake_one(&self) -> bool {
+        loop {
+            let Some(thread) = self.waiters.lock().pop_front() else { return false };
+            if scheduler::wake(&thread, WakeReason::Woken) {
+                return true;
+            }
+            // It had already been woken (time-out, kill): try the next.
+        }
+    }
+
+    /// Wakes every waiting thread; returns how many were woken.
+    pub fn wake_all(&self) -> usize {
+        // Only those waiting now: a woken thread that waits again at once
+        // joins the next round, not this one.
+        let mut waiters = core::mem::replace(&mut *self.waiters.lock(), Waiters::new());
+        let mut woken = 0;
+        while let Some(thread) = waiters.pop_front() {
+            if scheduler::wake(&thread, WakeReason::Woken) {
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Threads waiting now.
+    pub fn len(&self) -> usize {
+        self.waiters.lock().len()
+    }
+
+    /// True when nobody waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Arms a timer that wakes the current thread at `deadline_tsc` (for
+/// system-call futures with a deadline; the wake-up makes the dispatcher
+/// poll the future again).
+pub fn arm_timer_for_current(deadline_tsc: u64) {
+    let me = scheduler::current();
+    let generation = me.wait_generation.load(Ordering::Acquire);
+    arm_timer(me, Some(deadline_tsc), generation);
+}
+
+/// Ends the current thread if its task was killed and it holds nothing;
+/// called by every wait once it has taken back its registration.
+fn stop_if_killed(me: &Thread) {
+    if me.must_stop() {
+        scheduler::exit_current();
+    }
+}
+
+/// Sleeps until the TSC reaches `deadline_tsc` or the thread is woken.
+pub fn sleep_until(deadline_tsc: u64) -> WakeReason {
+    sleep_until_releasing::<()>(deadline_tsc, None)
+}
+
+/// Sleeps until `deadline_tsc` (or a wake-up), releasing `guard` once the
+/// sleep is registered, so a waker that takes the lock after it cannot miss
+/// the sleeper.
+pub fn sleep_until_releasing<T: ?Sized>(deadline_tsc: u64, guard: Option<SpinLockGuard<'_, T>>) -> WakeReason {
+    if deadline_tsc <= tsc::now() {
+        drop(guard);
+        return WakeReason::Timeout;
+    }
+    let me = scheduler::current();
+    let generation = interrupts::without(|| prepare(me));
+    arm_timer(me, Some(deadline_tsc), generation);
+    drop(guard);
+    let reason = scheduler::block_current();
+    stop_if_killed(me);
+    reason
+}
+
+/// Sleeps for `nanos` nanoseconds.
+pub fn sleep_for_nanos(nanos: u64) -> WakeReason {
+    sleep_until(tsc::now() + tsc::nanos_to_ticks(nanos))
+}
+
+/// Blocks until another thread wakes this one with [`super::wake`],
+/// releasing `guard` once the thread is findable. The caller must have
+/// published its thread id to the waker (under the same lock) before.
+pub fn block_releasing<T: ?Sized>(guard: Option<SpinLockGuard<'_, T>>) -> WakeReason {
+    let me = scheduler::current();
+    interrupts::without(|| prepare(me));
+    drop(guard);
+    let reason = scheduler::block_current();
+    stop_if_killed(me);
+    reason
+}
