@@ -32,6 +32,9 @@ use orrery_cmdline::{BootOptions, LogLevel, Mode};
 /// Set when the command line says the TSC counts instructions (`icount`).
 pub static OPTIONS_ICOUNT: AtomicBool = AtomicBool::new(false);
 
+/// The scheduling period from the command line (`slice_us=`), for tests.
+pub static OPTIONS_SLICE_US: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 /// The stacks each CPU uses for traps, made before the CPU starts.
 static TRAP_STACKS: sync::SpinLock<Vec<gdt::TrapStacks>> = sync::SpinLock::new(Vec::new());
 /// Stacks owned by the application processors for as long as they run.
@@ -71,6 +74,7 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
     };
     let options = BootOptions::parse(boot_info.cmdline());
     OPTIONS_ICOUNT.store(options.icount, core::sync::atomic::Ordering::Relaxed);
+    OPTIONS_SLICE_US.store(options.slice_us, core::sync::atomic::Ordering::Relaxed);
     console::init_log(match options.log_level {
         LogLevel::Error => log::LevelFilter::Error,
         LogLevel::Warn => log::LevelFilter::Warn,
@@ -167,6 +171,7 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
     {
         let stack = KernelStack::new().expect("memory for the user-trap stack");
         gdt::set_privilege0_stack(stack.top());
+        arch::user::set_syscall_stack(stack.top());
         AP_STACKS.lock().push(stack);
     }
     arch::user::init_this_cpu();
@@ -286,6 +291,7 @@ extern "C" fn ap_entry(_arrival: u64) -> ! {
     unsafe { gdt::load(index, stacks) };
     traps::load_idt();
     arch::user::init_this_cpu();
+    arch::user::set_syscall_stack(stacks.privilege0);
     apic::init_local();
     log::info!("cpu{index} online: APIC id {apic_id}, {}", smp::location(index));
     smp::mark_online();

@@ -12,6 +12,7 @@ use core::{
     cell::UnsafeCell,
     cmp::Reverse,
     sync::atomic::{AtomicU64, Ordering},
+    task::Waker,
 };
 
 use crate::{
@@ -28,10 +29,40 @@ struct Timer {
     generation: u64,
 }
 
+/// A future's timer: wake `waker` at `deadline` (ties broken by `sequence`).
+struct WakerTimer {
+    deadline: u64,
+    sequence: u64,
+    waker: Waker,
+}
+
+impl PartialEq for WakerTimer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.sequence) == (other.deadline, other.sequence)
+    }
+}
+
+impl Eq for WakerTimer {}
+
+impl PartialOrd for WakerTimer {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for WakerTimer {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        (self.deadline, self.sequence).cmp(&(other.deadline, other.sequence))
+    }
+}
+
 struct CpuTime {
     /// Sleep timers, earliest first. Touched only by the owning CPU with
     /// interrupts off.
     timers: UnsafeCell<BinaryHeap<Reverse<Timer>>>,
+    /// Futures' timers, earliest first; as `timers`.
+    waker_timers: UnsafeCell<BinaryHeap<Reverse<WakerTimer>>>,
+    waker_sequence: AtomicU64,
     slice_deadline: AtomicU64,
     periodic_tsc: AtomicU64,
     periodic_next: AtomicU64,
@@ -46,6 +77,8 @@ unsafe impl Sync for CpuTime {}
 static CPUS: [CpuTime; MAX_CPUS] = [const {
     CpuTime {
         timers: UnsafeCell::new(BinaryHeap::new()),
+        waker_timers: UnsafeCell::new(BinaryHeap::new()),
+        waker_sequence: AtomicU64::new(0),
         slice_deadline: AtomicU64::new(u64::MAX),
         periodic_tsc: AtomicU64::new(0),
         periodic_next: AtomicU64::new(u64::MAX),
@@ -63,7 +96,12 @@ fn this() -> &'static CpuTime {
 fn rearm(cpu: &CpuTime) {
     // SAFETY: own CPU, interrupts off (all callers).
     let timer = unsafe { (*cpu.timers.get()).peek().map_or(u64::MAX, |Reverse(timer)| timer.deadline) };
-    let next = timer.min(cpu.slice_deadline.load(Ordering::Relaxed)).min(cpu.periodic_next.load(Ordering::Relaxed));
+    // SAFETY: as above.
+    let waker_timer = unsafe { (*cpu.waker_timers.get()).peek().map_or(u64::MAX, |Reverse(timer)| timer.deadline) };
+    let next = timer
+        .min(waker_timer)
+        .min(cpu.slice_deadline.load(Ordering::Relaxed))
+        .min(cpu.periodic_next.load(Ordering::Relaxed));
     if next == cpu.armed.load(Ordering::Relaxed) {
         return;
     }
@@ -103,6 +141,22 @@ fn timer_interrupt(_frame: &mut traps::TrapFrame) {
                 task::scheduler::wake_timer(ThreadId(timer.thread), timer.generation);
             }
             _ => break,
+        }
+    }
+    // Expired futures' timers.
+    loop {
+        // SAFETY: own CPU, interrupts off in the handler; the borrow ends
+        // before the wake-up runs.
+        let expired = unsafe {
+            let timers = &mut *cpu.waker_timers.get();
+            match timers.peek() {
+                Some(Reverse(timer)) if timer.deadline <= now => timers.pop(),
+                _ => None,
+            }
+        };
+        match expired {
+            Some(Reverse(timer)) => timer.waker.wake(),
+            None => break,
         }
     }
     if now >= cpu.slice_deadline.load(Ordering::Relaxed) {
@@ -145,6 +199,21 @@ pub fn add_timer(deadline: u64, thread: ThreadId, generation: u64) -> Result<(),
         let timers = unsafe { &mut *cpu.timers.get() };
         timers.try_reserve(1).map_err(|_| OutOfMemory)?;
         timers.push(Reverse(Timer { deadline, thread: thread.0, generation }));
+        rearm(cpu);
+        Ok(())
+    })
+}
+
+/// Queues a future's timer on this CPU: at `deadline`, wake `waker` (from
+/// the timer interrupt). Fails only when memory is exhausted.
+pub fn add_waker_timer(deadline: u64, waker: Waker) -> Result<(), OutOfMemory> {
+    interrupts::without(|| {
+        let cpu = this();
+        // SAFETY: own CPU, interrupts off.
+        let timers = unsafe { &mut *cpu.waker_timers.get() };
+        timers.try_reserve(1).map_err(|_| OutOfMemory)?;
+        let sequence = cpu.waker_sequence.fetch_add(1, Ordering::Relaxed);
+        timers.push(Reverse(WakerTimer { deadline, sequence, waker }));
         rearm(cpu);
         Ok(())
     })

@@ -6,7 +6,7 @@ pub const USER_IMAGE_BASE: u64 = 0x0000_0000_0040_0000;
 /// Lowest address a program image may use.
 pub const USER_LOWEST: u64 = 0x0000_0000_0010_0000;
 /// First address above the region for program images.
-pub const USER_IMAGE_END: u64 = 0x0000_0001_0000_0000;
+pub const USER_IMAGE_END: u64 = 0x0000_0000_3000_0000;
 /// Where `map_memory` places mappings, growing upward.
 pub const USER_MAP_BASE: u64 = 0x0000_0010_0000_0000;
 /// First address above the `map_memory` region.
@@ -19,8 +19,11 @@ pub const USER_MAILBOX_END: u64 = 0x0000_0050_0000_0000;
 pub const USER_SHARED_BASE: u64 = 0x0000_0050_0000_0000;
 /// First address above the shared region.
 pub const USER_SHARED_END: u64 = 0x0000_0060_0000_0000;
-/// The top of the initial stack (it grows down from here).
-pub const USER_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
+/// The top of the initial stack (it grows down from here, up to the
+/// program's stack size, with an unmapped guard page below). Placed in the
+/// same gigabyte as the program's image, so text, data and stack share their
+/// upper page tables.
+pub const USER_STACK_TOP: u64 = 0x0000_0000_4000_0000;
 /// First address above user space.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 

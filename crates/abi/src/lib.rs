@@ -10,7 +10,10 @@
 //! `syscall` with the number in `rax` and up to six arguments in `rdi`,
 //! `rsi`, `rdx`, `r10`, `r8`, `r9`. The result comes back in `rax`: a value
 //! `>= 0` is success, a value in `-4095..0` is `-(error code)` (see
-//! [`Error`]). `rcx` and `r11` are clobbered by the instruction itself.
+//! [`Error`]). `rcx` and `r11` are clobbered by the instruction itself, and
+//! a system call may clobber every other register the System V ABI makes
+//! caller-saved (`rdx`, `rsi`, `rdi`, `r8`-`r10`; the kernel zeroes those it
+//! does not restore); `rbx`, `rbp`, `rsp` and `r12`-`r15` are preserved.
 //!
 //! The vector registers (`xmm`/`ymm`) and the x87 stack are caller-saved
 //! across a system call, exactly as across a function call in the System V

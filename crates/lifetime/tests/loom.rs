@@ -2,7 +2,7 @@
 //! outcome loom models) of 2–3 threads racing kill, release, unhold and hold.
 //!
 //! Run with
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-small-loom cargo test -p orrery-lifetime --release`.
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p orrery-lifetime --release --test loom`.
 //! Under that cfg the crate's atomics are loom's (`src/sync.rs`), so these
 //! models check the code the kernel runs.
 //!

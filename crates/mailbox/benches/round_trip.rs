@@ -1,7 +1,7 @@
 //! Cost of one request/response round trip through a mailbox, on one thread,
 //! against the pairs of queues people would otherwise reach for.
 //!
-//! Run with `CARGO_TARGET_DIR=/work/target-user cargo bench -p orrery-mailbox`;
+//! Run with `cargo bench -p orrery-mailbox`;
 //! figures are recorded in `docs/mailbox.md`. Each round trip does the same
 //! work in every variant: the client copies the request in, the server copies
 //! it out, copies a response (the request echoed) in, and the client copies

@@ -3,7 +3,7 @@
 //! slots.
 //!
 //! Run with
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/work/target-user-loom cargo test -p orrery-mailbox --release`.
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p orrery-mailbox --release --test loom`.
 //! Under that cfg the crate's atomics are loom's (`src/sync.rs`), so these
 //! models check the code clients and servers run. In particular the message
 //! words are stored and loaded `Relaxed`: loom would let a reader see stale

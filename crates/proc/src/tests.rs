@@ -62,7 +62,7 @@ fn every_pair_of_states_matches_the_documented_table() {
 }
 
 #[test]
-fn the_edges_that_differ_from_the_brief_reading_follow_akaros() {
+fn edges_where_the_documents_differ_follow_akaros_code() {
     // Akaros's proc_change_to_m refuses a process that is not running.
     assert!(!RunnableS.can_transition(RunnableM));
     // A runnable many-core process has no core to yield and cannot block.

@@ -34,7 +34,7 @@ use crate::rbtree::{PopFallback, Popped, Queue, Requeued};
 
 /// Weighted virtual-runtime fairness; see the module documentation.
 ///
-/// Costs, for n queued: `pick_next` O(1) amortised (leftmost cached),
+/// Costs, for n queued: `pick_next` O(1) amortised (both parts' firsts known),
 /// `enqueue` O(log n) (O(1) amortised when the entity goes behind all others,
 /// as a yielding entity, or one preempted among equals, does), `remove`
 /// O(log n), `requeue_and_pick` O(1) when the entity that ran is picked right

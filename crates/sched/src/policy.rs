@@ -54,6 +54,9 @@ pub const STEAL_SCAN_LIMIT: usize = 32;
 ///    arm its timer and [`should_preempt`](Policy::should_preempt) from the
 ///    tick and after waking another entity onto this CPU.
 ///
+/// [`requeue_and_pick`](Policy::requeue_and_pick) is (4), (1) and (3) in one
+/// call, for a preemption or a yield.
+///
 /// For exact fairness the entity that was running is charged and enqueued
 /// again (or kept) before the next `pick_next` on the same CPU, as a normal
 /// `schedule()` does. Other orders are safe, only less fair: a policy never

@@ -38,6 +38,12 @@ pub struct ArchCpu {
     pub(crate) user_context: UnsafeCell<u64>,
     /// Top of the stack used by the SYSCALL entry path (offset 40).
     pub(crate) syscall_stack_top: UnsafeCell<u64>,
+    /// System calls the running user context may make, one bit each
+    /// (offset 48), for the fast path.
+    pub(crate) fast_allowed: UnsafeCell<u64>,
+    /// An identifier of the running user context's owner (offset 56), for
+    /// the fast path.
+    pub(crate) fast_owner: UnsafeCell<u64>,
 }
 
 // SAFETY: each `ArchCpu` is written by its own CPU (or by the bootstrap CPU
@@ -54,6 +60,8 @@ impl ArchCpu {
             kernel_rsp: UnsafeCell::new(0),
             user_context: UnsafeCell::new(0),
             syscall_stack_top: UnsafeCell::new(0),
+            fast_allowed: UnsafeCell::new(0),
+            fast_owner: UnsafeCell::new(0),
         }
     }
 }

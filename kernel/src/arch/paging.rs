@@ -181,6 +181,21 @@ static NEXT_SPACE_ID: AtomicU64 = AtomicU64::new(1);
 /// `root` must be a valid PML4 owned by the caller's address space, and the
 /// caller must hold whatever lock serialises changes to that space.
 unsafe fn walk(root: u64, address: u64, create: bool, user: bool) -> Result<Option<*mut u64>, MapError> {
+    // SAFETY: forwarded.
+    unsafe { walk_recording(root, address, create, user, &mut |_, _| {}) }
+}
+
+/// [`walk`], calling `created(table, level)` for each table it makes.
+///
+/// # Safety
+/// As for [`walk`].
+unsafe fn walk_recording(
+    root: u64,
+    address: u64,
+    create: bool,
+    user: bool,
+    created: &mut dyn FnMut(u64, u32),
+) -> Result<Option<*mut u64>, MapError> {
     let mut table = root;
     for level in (2..=4).rev() {
         // SAFETY: `table` is a page-table frame reachable from `root`, mapped
@@ -191,6 +206,7 @@ unsafe fn walk(root: u64, address: u64, create: bool, user: bool) -> Result<Opti
                 return Ok(None);
             }
             let new = new_table()?;
+            created(new, level - 1);
             // Intermediate entries are permissive; the leaf decides.
             let mut bits = flags::PRESENT | flags::WRITABLE;
             if user {
@@ -280,11 +296,26 @@ pub fn translate_in(root: u64, address: u64) -> Option<(u64, u64)> {
     None
 }
 
+/// One page table of an address space.
+#[derive(Clone, Copy)]
+struct TableRecord {
+    /// Its physical address.
+    frame: u64,
+    /// 1 for a last-level table.
+    level: u32,
+    /// Owned frames it maps (last level only).
+    owned: u32,
+}
+
 /// An address space: a PML4 whose kernel half is the shared kernel mapping
 /// and whose lower half belongs to one task or process.
 pub struct AddressSpace {
     root: u64,
     id: u64,
+    /// Every lower-half page table of this space, so that tearing the space
+    /// down visits only tables that exist, and scans a last-level table only
+    /// until it has found the owned frames it holds.
+    tables: alloc::vec::Vec<TableRecord>,
     /// Bumped on every unmap, so a CPU that cached this space's
     /// translations under its PCID knows to flush before using it again.
     generation: AtomicU64,
@@ -298,7 +329,12 @@ impl AddressSpace {
         // SAFETY: both tables are live page-table frames; only the kernel
         // half is copied, and those entries never change after boot.
         unsafe { (&mut *table_at(root))[256..].copy_from_slice(&(&*table_at(kernel))[256..]) };
-        Ok(Self { root, id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed), generation: AtomicU64::new(0) })
+        Ok(Self {
+            root,
+            id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed),
+            tables: alloc::vec::Vec::new(),
+            generation: AtomicU64::new(0),
+        })
     }
 
     /// Physical address of the PML4 (what CR3 holds).
@@ -321,8 +357,17 @@ impl AddressSpace {
     /// space dropped.
     pub fn map(&mut self, address: u64, frame: Frame, access: Access, owned: bool) -> Result<(), MapError> {
         check_address(address, true)?;
+        if self.tables.try_reserve(3).is_err() {
+            return Err(MapError::OutOfFrames);
+        }
+        let tables = &mut self.tables;
         // SAFETY: `&mut self` serialises changes to this space's tables.
-        let entry = unsafe { walk(self.root, address, true, access.user)? }.ok_or(MapError::OutOfFrames)?;
+        let entry = unsafe {
+            walk_recording(self.root, address, true, access.user, &mut |frame, level| {
+                tables.push(TableRecord { frame, level, owned: 0 })
+            })?
+        }
+        .ok_or(MapError::OutOfFrames)?;
         // SAFETY: `entry` points into one of this space's tables.
         unsafe {
             if *entry & flags::PRESENT != 0 {
@@ -330,7 +375,18 @@ impl AddressSpace {
             }
             *entry = frame.address() | access.bits() | if owned { OWNED } else { 0 };
         }
+        if owned {
+            self.count_owned(entry, 1);
+        }
         Ok(())
+    }
+
+    /// Adjusts the owned count of the last-level table holding `entry`.
+    fn count_owned(&mut self, entry: *mut u64, delta: i32) {
+        let table = (entry as u64 - PHYSMAP_BASE) & !(PAGE_SIZE - 1);
+        if let Some(record) = self.tables.iter_mut().find(|record| record.frame == table) {
+            record.owned = record.owned.wrapping_add_signed(delta);
+        }
     }
 
     /// Removes the mapping of `address`; frees the frame if the space owned
@@ -351,6 +407,7 @@ impl AddressSpace {
         }
         let frame = Frame::containing(old & flags::ADDRESS_MASK);
         if old & OWNED != 0 {
+            self.count_owned(entry, -1);
             frames::deallocate(frame);
         }
         Some(frame)
@@ -361,9 +418,9 @@ impl AddressSpace {
     /// may run on the space meanwhile.
     pub fn clear_lower_half(&mut self) {
         // SAFETY: `&mut self` serialises changes, and the caller guarantees
-        // no CPU runs on the space.
+        // no CPU runs on the space; the tables listed are this space's.
         unsafe {
-            free_lower_half(self.root);
+            free_tables(&mut self.tables);
             (&mut *table_at(self.root))[..256].fill(0);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -389,37 +446,42 @@ impl Drop for AddressSpace {
     fn drop(&mut self) {
         // SAFETY: no CPU runs on this space any more (the owner guarantees it
         // by dropping), so its lower-half tables can be torn down.
-        unsafe { free_lower_half(self.root) };
+        unsafe { free_tables(&mut self.tables) };
         frames::deallocate(Frame::containing(self.root));
     }
 }
 
-/// Frees every lower-half page table of `root`, and every owned frame.
+/// Frees the owned frames the last-level tables in `tables` map, then the
+/// tables themselves, and empties the list.
 ///
 /// # Safety
-/// Nothing may use the space any more.
-unsafe fn free_lower_half(root: u64) {
-    // SAFETY: per the contract the tables are ours to free.
-    unsafe { free_table(root, 4, 0..256) };
-}
-
-unsafe fn free_table(table: u64, level: u32, range: core::ops::Range<usize>) {
-    for slot in range {
-        // SAFETY: `table` is a live table of a dead space.
-        let entry = unsafe { (*table_at(table))[slot] };
-        if entry & flags::PRESENT == 0 {
-            continue;
-        }
-        let address = entry & flags::ADDRESS_MASK;
-        if level == 1 || entry & flags::HUGE != 0 {
-            if entry & OWNED != 0 {
-                frames::deallocate(Frame::containing(address));
+/// Nothing may use the tables any more.
+unsafe fn free_tables(tables: &mut alloc::vec::Vec<TableRecord>) {
+    for record in tables.drain(..) {
+        let mut remaining = record.owned;
+        if record.level == 1 && remaining > 0 {
+            // SAFETY: a live last-level table of a dead space.
+            let entries = unsafe { &*table_at(record.frame) };
+            // From both ends at once: stacks fill a table from the top,
+            // everything else from the bottom.
+            let free_if_owned = |entry: u64| {
+                let owned = entry & (flags::PRESENT | OWNED) == flags::PRESENT | OWNED;
+                if owned {
+                    frames::deallocate(Frame::containing(entry & flags::ADDRESS_MASK));
+                }
+                u32::from(owned)
+            };
+            let (mut low, mut high) = (0, entries.len());
+            while low < high && remaining > 0 {
+                remaining -= free_if_owned(entries[low]);
+                low += 1;
+                if low < high && remaining > 0 {
+                    high -= 1;
+                    remaining -= free_if_owned(entries[high]);
+                }
             }
-        } else {
-            // SAFETY: a lower table of the same dead space.
-            unsafe { free_table(address, level - 1, 0..512) };
-            frames::deallocate(Frame::containing(address));
         }
+        frames::deallocate(Frame::containing(record.frame));
     }
 }
 

@@ -222,15 +222,51 @@ syscall_entry:
     swapgs
     mov gs:[16], rsp
     mov rsp, gs:[32]
+    /* Fast path: the calls in FAST_SYSCALLS need neither the dispatcher
+       nor the saved context; they are answered here, on the per-CPU entry
+       stack, and return with sysretq at once. The ABI lets a system call
+       clobber every caller-saved register, so only rcx and r11 (rip and
+       rflags) are kept; the others are zeroed before the return, so no
+       kernel value reaches user mode. A return address that is not
+       canonical (sysretq would fault in ring 0) takes the slow path, which
+       refuses it. */
+    mov rsp, gs:[40]
+    push rcx
+    push r11
+    cmp rax, 63
+    ja 2f
+    mov r11, rcx
+    shr r11, 47
+    jnz 2f
+    mov r11, [rip + FAST_SYSCALLS]
+    bt r11, rax
+    jnc 2f
+    mov r8, rax
+    mov rcx, r10
+    call {fast}
+    pop r11
+    pop rcx
+    xor edx, edx
+    xor esi, esi
+    xor edi, edi
+    xor r8d, r8d
+    xor r9d, r9d
+    xor r10d, r10d
+    mov rsp, gs:[16]
+    swapgs
+    sysretq
+2:  pop r11
+    pop rcx
+    mov rsp, gs:[32]
     mov [rsp + {rax}], rax
-    mov [rsp + {rbx}], rbx
     mov [rsp + {rdx}], rdx
     mov [rsp + {rsi}], rsi
     mov [rsp + {rdi}], rdi
-    mov [rsp + {rbp}], rbp
     mov [rsp + {r8}], r8
     mov [rsp + {r9}], r9
     mov [rsp + {r10}], r10
+    mov [rsp + {rbx}], rbx
+    mov [rsp + {rbp}], rbp
     mov [rsp + {r12}], r12
     mov [rsp + {r13}], r13
     mov [rsp + {r14}], r14
@@ -281,9 +317,65 @@ return_from_user:
     entry = const offset_of!(UserContext, entry),
     by_syscall = const ENTERED_BY_SYSCALL,
     trap_syscall = const TRAP_SYSCALL,
+    fast = sym fast_syscall,
     user_data = const gdt::USER_DATA as u64,
     user_code = const gdt::USER_CODE as u64,
 );
+
+/// A fast system-call handler: `(arguments, number, allowed, owner)`, with
+/// the running context's allowed set and owner id (see
+/// [`set_fast_context`]); returns the value for `rax`. Runs with interrupts
+/// off on the entry stack: it must not block or fault.
+pub type FastHandler = fn([u64; 4], u64, u64, u64) -> u64;
+
+static FAST_HANDLER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The system-call numbers (one bit each, below 64) the fast path answers;
+/// read by the entry stub.
+#[unsafe(no_mangle)]
+static FAST_SYSCALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Installs the fast system-call handler for the calls in `numbers` (a bit
+/// set).
+pub fn set_fast_handler(handler: FastHandler, numbers: u64) {
+    FAST_HANDLER.store(handler as usize, core::sync::atomic::Ordering::Release);
+    FAST_SYSCALLS.store(numbers, core::sync::atomic::Ordering::Release);
+}
+
+extern "C" fn fast_syscall(a0: u64, a1: u64, a2: u64, a3: u64, number: u64) -> u64 {
+    let handler = FAST_HANDLER.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: only `FastHandler` pointers are stored, before any number is
+    // in FAST_SYSCALLS (so the stub never calls here before).
+    let handler = unsafe { core::mem::transmute::<usize, FastHandler>(handler) };
+    let (allowed, owner): (u64, u64);
+    // SAFETY: GS is the kernel's here; offsets 48 and 56 of the per-CPU block
+    // hold the running context's allowed set and owner.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[48]", out(reg) allowed, options(nostack, readonly, preserves_flags));
+        core::arch::asm!("mov {}, gs:[56]", out(reg) owner, options(nostack, readonly, preserves_flags));
+    }
+    handler([a0, a1, a2, a3], number, allowed, owner)
+}
+
+/// Records, for the fast path, what the context about to be executed on
+/// this CPU may call and who owns it.
+pub fn set_fast_context(allowed: u64, owner: u64) {
+    let cpu = &super::cpu::ARCH_CPUS[super::cpu_index()];
+    // SAFETY: only this CPU writes its block, with interrupts off (the
+    // dispatcher calls this right before `execute`).
+    unsafe {
+        *cpu.fast_allowed.get() = allowed;
+        *cpu.fast_owner.get() = owner;
+    }
+}
+
+/// Sets the stack the fast path runs on (the CPU's entry stack).
+pub fn set_syscall_stack(top: u64) {
+    let cpu = &super::cpu::ARCH_CPUS[super::cpu_index()];
+    // SAFETY: this CPU's block, written at start-up before any user context
+    // runs here.
+    unsafe { *cpu.syscall_stack_top.get() = top };
+}
 
 unsafe extern "C" {
     fn syscall_entry();

@@ -132,3 +132,35 @@ kbench!(ipi_round_trip, |context| {
         format!("cpu0 -> cpu1 -> cpu0, median of 1000; {}", privileged(&["ICR write x2", "EOI x2", "IRETQ x2"])),
     ))
 });
+
+kbench!(frame_allocate_free, |context| {
+    use crate::mm::frames;
+    const COUNT: u64 = 1000;
+    let mut taken = alloc::vec::Vec::with_capacity(COUNT as usize);
+    let start = tsc::now();
+    for _ in 0..COUNT {
+        taken.push(frames::allocate().ok_or("out of frames")?);
+    }
+    let allocate = tsc::now() - start;
+    let start = tsc::now();
+    for frame in taken.drain(..) {
+        frames::deallocate(frame);
+    }
+    let free = tsc::now() - start;
+    let start = tsc::now();
+    for _ in 0..COUNT {
+        taken.push(frames::allocate_zeroed().ok_or("out of frames")?);
+    }
+    let zeroed = tsc::now() - start;
+    taken.drain(..).for_each(frames::deallocate);
+    context.extra("free", &context.per_operation(free, COUNT, privileged(&[])));
+    context.extra(
+        "allocate_zeroed",
+        &context.per_operation(zeroed, COUNT, format!("4 KiB zeroed through the physical window; {}", privileged(&[]))),
+    );
+    Ok(context.per_operation(
+        allocate,
+        COUNT,
+        format!("one frame from the bitmap under its lock; {}", privileged(&["pushfq/cli/sti"])),
+    ))
+});

@@ -281,3 +281,70 @@ kbench!(fairness, |context| {
         ),
     })
 });
+
+kbench!(future_wake_poll, |context| {
+    // A kernel thread wakes a future on its own CPU and yields; the switch
+    // goes to the dispatcher, which polls the future and picks the thread
+    // again. Per round: the wake (executor queue push, notification), the
+    // switch to the dispatcher and back, one poll.
+    struct Ping {
+        sent: AtomicU64,
+        seen: AtomicU64,
+        waker: crate::sync::SpinLock<Option<core::task::Waker>>,
+    }
+    let ping =
+        Arc::new(Ping { sent: AtomicU64::new(0), seen: AtomicU64::new(0), waker: crate::sync::SpinLock::new(None) });
+    let polled = ping.clone();
+    let handle = task::futures::spawn_on(
+        0,
+        core::future::poll_fn(move |waker_context| {
+            let sent = polled.sent.load(Ordering::Acquire);
+            polled.seen.store(sent, Ordering::Release);
+            if sent >= ROUNDS {
+                return core::task::Poll::Ready(());
+            }
+            *polled.waker.lock() = Some(waker_context.waker().clone());
+            core::task::Poll::Pending
+        }),
+    );
+    let pinger = ping.clone();
+    let result = Arc::new(AtomicU64::new(0));
+    let out = result.clone();
+    Builder::new("pinger")
+        .cpus(CpuSet::only(0))
+        .spawn(move || {
+            // Let the future make its first poll.
+            while pinger.waker.lock().is_none() {
+                task::yield_now();
+            }
+            let start = tsc::now();
+            for round in 1..=ROUNDS {
+                pinger.sent.store(round, Ordering::Release);
+                if let Some(waker) = pinger.waker.lock().take() {
+                    waker.wake();
+                }
+                task::yield_now();
+                if pinger.seen.load(Ordering::Acquire) != round {
+                    // The future did not run before the thread came back.
+                    return;
+                }
+            }
+            out.store(tsc::now() - start, Ordering::Release);
+        })
+        .map_err(|e| format!("{e:?}"))?
+        .join();
+    let _ = task::futures::block_on(handle);
+    let ticks = result.load(Ordering::Acquire);
+    if ticks == 0 {
+        return Err("the future was not polled before the waker ran again".into());
+    }
+    Ok(context.per_operation(
+        ticks,
+        ROUNDS,
+        format!(
+            "a kernel thread wakes a future on its CPU's executor and yields: queue push, switch to the dispatcher, \
+             one poll, switch back; {}",
+            privileged(&["pushfq/cli/sti", "no IPI (same CPU)"])
+        ),
+    ))
+});

@@ -120,6 +120,19 @@ impl MailboxObject {
         Ok(count)
     }
 
+    /// Rings `side`'s doorbell like [`ring`](Self::ring), except that a
+    /// sole waiter is taken off the doorbell and returned instead of woken,
+    /// for the caller to hand its CPU to (it must run or wake it).
+    pub fn ring_for_hand_off(&self, side: u64) -> Result<Option<Arc<task::Thread>>, Error> {
+        let doorbell = self.doorbell(side)?;
+        doorbell.count.fetch_add(1, Ordering::SeqCst);
+        if let Some(thread) = doorbell.waiters.take_sole() {
+            return Ok(Some(thread));
+        }
+        doorbell.waiters.wake_all();
+        Ok(None)
+    }
+
     /// Marks the server gone and wakes every client.
     pub fn server_left(&self) {
         self.server_gone.store(true, Ordering::SeqCst);

@@ -157,16 +157,34 @@ fn populate(space: &mut AddressSpace, program: &Program) -> Result<(), CreateErr
             }
         }
     }
-    let stack_pages = program.stack_size.div_ceil(4096).max(1);
-    for page in 0..stack_pages {
-        let frame = frames::allocate_zeroed().ok_or(CreateError::OutOfMemory)?;
-        let address = USER_STACK_TOP - (page + 1) * 4096;
-        if let Err(error) = space.map(address, frame, Access::USER_DATA, true) {
-            frames::deallocate(frame);
-            return Err(map_error(error));
-        }
+    // Only the top stack page now (it holds `StartInfo`); the rest come on
+    // first touch (`grow_stack`).
+    let frame = frames::allocate_zeroed().ok_or(CreateError::OutOfMemory)?;
+    if let Err(error) = space.map(USER_STACK_TOP - 4096, frame, Access::USER_DATA, true) {
+        frames::deallocate(frame);
+        return Err(map_error(error));
     }
     Ok(())
+}
+
+/// Maps a zeroed page for a page fault inside the stack's reach (above the
+/// guard page); returns false for any other fault.
+fn grow_stack(process: &Process, address: u64, error_code: u64) -> bool {
+    let stack_bottom = USER_STACK_TOP - process.program.stack_size.max(4096);
+    let present = error_code & 1 != 0;
+    if present || !(stack_bottom..USER_STACK_TOP).contains(&address) {
+        return false;
+    }
+    let Some(frame) = frames::allocate_zeroed() else { return false };
+    let page = address & !4095;
+    let mapped = process.task.with_address_space(|space| space.map(page, frame, Access::USER_DATA, true));
+    match mapped {
+        Some(Ok(())) => true,
+        _ => {
+            frames::deallocate(frame);
+            false
+        }
+    }
 }
 
 impl Process {
@@ -480,6 +498,8 @@ impl Process {
         let context = UserContext::new(self.program.entry, info_address - 16, info_address);
         let mut state = UserState::new(context);
         state.owner = Some(self.clone());
+        state.fast_allowed = self.allowed.load(Ordering::Relaxed);
+        state.fast_owner = self.id;
         match task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus) {
             Ok(id) => {
                 *self.thread.lock() = Some(id);
@@ -628,13 +648,18 @@ fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> 
         Trap::Syscall => {
             let outcome = syscall::dispatch(&process, context);
             match &outcome {
-                Outcome::Pending(_) => process.note(ProcState::Waiting),
+                Outcome::Pending(_) | Outcome::PendingHandOff(..) => process.note(ProcState::Waiting),
                 Outcome::Yield => process.note(ProcState::RunnableS),
                 _ => {}
             }
             outcome
         }
         Trap::Interrupt(_) => Outcome::Resume,
+        Trap::Exception { exception: Exception::PageFault, address, error_code }
+            if grow_stack(&process, address, error_code) =>
+        {
+            Outcome::Resume
+        }
         Trap::Exception { exception, address, .. } => {
             let address = if exception == Exception::PageFault { address } else { context.rip };
             let status = ExitStatus::Faulted { kind: fault_kind(exception), address };
@@ -649,6 +674,7 @@ fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> 
 /// arch layer; loads the programs. Call once at boot after the task system.
 pub fn init() -> loader::LoaderReport {
     task::user::set_trap_handler(handle_trap);
+    crate::arch::user::set_fast_handler(syscall::fast, syscall::FAST_CALLS);
     loader::load_all()
 }
 

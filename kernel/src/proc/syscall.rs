@@ -31,6 +31,28 @@ fn result(value: Result<u64, Error>) -> Outcome {
     })
 }
 
+/// The calls the fast path answers: from the CPU and the per-CPU context
+/// alone, with interrupts off, before the dispatcher is involved (see
+/// `arch::user`).
+pub const FAST_CALLS: u64 =
+    Syscall::Null.bit() | Syscall::TscHz.bit() | Syscall::ProcessId.bit() | Syscall::CpuId.bit();
+
+/// The fast path's handler (only called for [`FAST_CALLS`]).
+pub fn fast(_arguments: [u64; 4], number: u64, allowed: u64, owner: u64) -> u64 {
+    if allowed & (1 << number) == 0 {
+        return Error::Restricted.to_return();
+    }
+    const NULL: u64 = Syscall::Null as u64;
+    const TSC_HZ: u64 = Syscall::TscHz as u64;
+    const PROCESS_ID: u64 = Syscall::ProcessId as u64;
+    match number {
+        NULL => 0,
+        TSC_HZ => tsc::hz(),
+        PROCESS_ID => owner,
+        _ => crate::arch::cpu_index() as u64,
+    }
+}
+
 /// Handles the system call in `context` for `process`.
 pub fn dispatch(process: &Arc<Process>, context: &mut UserContext) -> Outcome {
     let (number, arguments) = context.syscall_arguments();
@@ -84,31 +106,31 @@ pub fn dispatch(process: &Arc<Process>, context: &mut UserContext) -> Outcome {
             Ok(wait) => wait_now_or_later(wait),
             Err(error) => result(Err(error)),
         },
-        Syscall::MailboxCall => {
-            match mailbox(process, arguments[0]).and_then(|(mailbox, server)| {
-                if server {
-                    return Err(Error::WrongHandleKind);
-                }
-                mailbox.ring(RING_SERVER)?;
-                mailbox.wait(RING_CLIENT, arguments[1], 0)
-            }) {
-                Ok(wait) => wait_now_or_later(wait),
-                Err(error) => result(Err(error)),
-            }
-        }
-        Syscall::MailboxReplyWait => {
-            match mailbox(process, arguments[0]).and_then(|(mailbox, server)| {
-                if !server {
-                    return Err(Error::WrongHandleKind);
-                }
-                mailbox.ring(RING_CLIENT)?;
-                mailbox.wait(RING_SERVER, arguments[1], 0)
-            }) {
-                Ok(wait) => wait_now_or_later(wait),
-                Err(error) => result(Err(error)),
-            }
-        }
+        Syscall::MailboxCall => ring_and_wait(process, arguments[0], false, arguments[1]),
+        Syscall::MailboxReplyWait => ring_and_wait(process, arguments[0], true, arguments[1]),
         Syscall::HandleClose => result(process.close_handle(arguments[0]).map(|()| 0)),
+    }
+}
+
+/// `MailboxCall` (a client, `as_server` false) and `MailboxReplyWait` (the
+/// server): ring the other side, then wait for our own doorbell to move
+/// past `seen`. When the other side has one thread waiting, it is not woken
+/// but handed this CPU as this thread blocks (the IPC hand-off).
+fn ring_and_wait(process: &Process, handle: u64, as_server: bool, seen: u64) -> Outcome {
+    let (ring, own) = if as_server { (RING_CLIENT, RING_SERVER) } else { (RING_SERVER, RING_CLIENT) };
+    let prepared = mailbox(process, handle).and_then(|(mailbox, server)| {
+        if server != as_server {
+            return Err(Error::WrongHandleKind);
+        }
+        // Made before ringing, so that nothing can fail after the other
+        // side was taken off its doorbell.
+        let wait = mailbox.wait(own, seen, 0)?;
+        Ok((mailbox.ring_for_hand_off(ring)?, wait))
+    });
+    match prepared {
+        Ok((Some(target), wait)) => Outcome::PendingHandOff(Box::pin(wait), target),
+        Ok((None, wait)) => wait_now_or_later(wait),
+        Err(error) => result(Err(error)),
     }
 }
 

@@ -20,6 +20,7 @@
 //! plus [`JoinHandle::join`] for a task's exit status.
 
 pub mod domain;
+pub mod futures;
 pub mod hold;
 pub mod reaper;
 pub mod scheduler;
@@ -460,6 +461,7 @@ fn become_dispatcher() {
 /// [`start_application_processor`].
 pub fn init(config: orrery_sched::Config, policy: PolicyKind, trace_enabled: bool) {
     scheduler::init(config, policy);
+    futures::init();
     if trace_enabled {
         trace::enable(crate::arch::smp::cpu_count());
     }

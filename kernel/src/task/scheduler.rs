@@ -63,6 +63,10 @@ struct Inner {
     policy: Option<Box<dyn Policy>>,
     dispatcher: *const Thread,
     picked_at: u64,
+    /// When the running thread's slice began. Unlike `picked_at` (the start
+    /// of the stretch not yet charged), a hand-off does not reset it: the
+    /// thread handed the CPU runs out the remaining slice.
+    slice_started: u64,
     /// A thread that died in the switch away from it, for the reaper.
     dead: *const Thread,
     /// A thread that may not stay on this CPU, to be placed elsewhere.
@@ -79,6 +83,11 @@ struct CpuScheduler {
     queued: AtomicU32,
     preempt_count: AtomicU32,
     switches: AtomicU64,
+    /// Switches that were IPC hand-offs (see `block_and_switch_to`).
+    hand_offs: AtomicU64,
+    /// The CPU's executor has futures ready: the next switch goes to the
+    /// dispatcher, which polls them (see `super::futures`).
+    futures: AtomicBool,
     ready: AtomicBool,
 }
 
@@ -93,6 +102,7 @@ static CPUS: [CpuScheduler; MAX_CPUS] = [const {
             policy: None,
             dispatcher: core::ptr::null(),
             picked_at: 0,
+            slice_started: 0,
             dead: core::ptr::null(),
             evicted: core::ptr::null(),
         }),
@@ -102,6 +112,8 @@ static CPUS: [CpuScheduler; MAX_CPUS] = [const {
         queued: AtomicU32::new(0),
         preempt_count: AtomicU32::new(0),
         switches: AtomicU64::new(0),
+        hand_offs: AtomicU64::new(0),
+        futures: AtomicBool::new(false),
         ready: AtomicBool::new(false),
     }
 }; MAX_CPUS];
@@ -217,6 +229,7 @@ pub fn start_cpu(dispatcher: Arc<Thread>) {
         let inner = unsafe { cpu.inner() };
         inner.dispatcher = Arc::as_ptr(&dispatcher);
         inner.picked_at = tsc::now();
+        inner.slice_started = inner.picked_at;
         dispatcher.descriptor.set_state(ThreadState::Running);
         cpu.current.store(Arc::as_ptr(&dispatcher).cast_mut(), Ordering::Relaxed);
         cpu.unlock();
@@ -321,6 +334,9 @@ fn choose_cpu(thread: &Thread) -> usize {
     }
     let topology = TOPOLOGY.get().expect("scheduler::init first");
     match topology.choose_cpu(&loads[..count], &mut |cpu| ready(cpu as usize)) {
+        // Between equally loaded CPUs, the one it last ran on (its cache is
+        // warm there, and it does not wander).
+        Ok(Some(cpu)) if ready(previous) && loads[previous] == loads[cpu as usize] => previous,
         Ok(Some(cpu)) => cpu as usize,
         // No allowed CPU runs yet (early in boot): queue on an allowed one
         // anyway; its dispatcher picks the thread up when it starts. Never
@@ -398,6 +414,97 @@ pub fn wake_timer(id: ThreadId, generation: u64) {
     }
 }
 
+/// What [`block_and_switch_to`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandOff {
+    /// The current thread is `Blocked` and the target runs in its place
+    /// (it is this CPU's current thread now).
+    Switched,
+    /// The current thread was woken (or killed) before it could sleep: it
+    /// carries on; the target was made runnable the ordinary way.
+    CarryOn,
+    /// No hand-off: the target was woken the ordinary way; the caller blocks
+    /// with `schedule(Switch::Block)`.
+    Block,
+}
+
+/// Blocks the current user thread (already `Blocking`, registered where its
+/// waker looks) and hands this CPU straight to `target`, a `Blocked` user
+/// thread the caller took off a wait queue instead of waking it (a mailbox
+/// doorbell it rang), without going through the run queue: the
+/// synchronous-IPC hand-off of L4 and seL4. The target inherits what is left
+/// of the current time slice, so a pair of threads calling each other cannot
+/// keep the CPU from the rest of its queue beyond one slice.
+///
+/// Only when `target` last ran on this CPU and may run here; otherwise it is
+/// woken the ordinary way.
+pub fn block_and_switch_to(target: &Thread) -> HandOff {
+    let me = current();
+    let here = cpu_index();
+    if me.kind != ThreadKind::User
+        || target.kind != ThreadKind::User
+        || core::ptr::eq(me, target)
+        || target.descriptor.cpu() != here
+        || !target.descriptor.allowed().contains(here)
+    {
+        wake(target, WakeReason::Woken);
+        return HandOff::Block;
+    }
+    let saved = interrupts::save_and_disable();
+    let cpu = this_cpu();
+    cpu.lock();
+    // SAFETY: lock held, interrupts off.
+    let inner = unsafe { cpu.inner() };
+    // Take the target first, under this CPU's lock: a `Blocked` thread moves
+    // only by this transition, so once it succeeds nobody else places it.
+    // Its registers were saved by this dispatcher before it went `Blocked`
+    // (which happened under this lock), so it may run at once.
+    if target.descriptor.cpu() != here || !target.descriptor.transition(ThreadState::Blocked, ThreadState::Running) {
+        // Woken by someone else meanwhile (a time-out, a kill): nothing left
+        // to hand over.
+        cpu.unlock();
+        interrupts::restore(saved);
+        return HandOff::Block;
+    }
+    target.set_wake_reason(WakeReason::Woken);
+    let killed = me.task.is_killed();
+    if killed && me.descriptor.transition(ThreadState::Blocking, ThreadState::Running) {
+        me.set_wake_reason(WakeReason::Killed);
+    }
+    if killed || !me.descriptor.transition(ThreadState::Blocking, ThreadState::Blocked) {
+        // Woken (or killed) before it could sleep: it carries on, and the
+        // target joins this CPU's queue as any woken thread would.
+        // SAFETY: lock held; the target is ours since the transition above.
+        let preempt = unsafe { enqueue_locked(cpu, here, target, EnqueueReason::Wakeup) };
+        if preempt {
+            cpu.need_resched.store(true, Ordering::Relaxed);
+        }
+        cpu.unlock();
+        interrupts::restore(saved);
+        return HandOff::CarryOn;
+    }
+    // `me` is `Blocked` now; a waker that finds it passes through this lock
+    // (see `wake`), so it is not placed anywhere before the switch is done.
+    let now = tsc::now();
+    let policy = inner.policy.as_mut().expect("started");
+    // SAFETY: the current thread's entity belongs to this CPU's lock.
+    policy.charge(unsafe { &mut *me.descriptor.entity.get() }, now.saturating_sub(inner.picked_at));
+    inner.picked_at = now;
+    cpu.current.store((target as *const Thread).cast_mut(), Ordering::Relaxed);
+    cpu.switches.fetch_add(1, Ordering::Relaxed);
+    cpu.hand_offs.fetch_add(1, Ordering::Relaxed);
+    trace::record(EventKind::Block, me.id().0, target.id().0);
+    if target.descriptor.page_table_root != me.descriptor.page_table_root {
+        // SAFETY: the target's address space lives while its task has live
+        // threads; the kernel half maps this code and the dispatcher's stack;
+        // interrupts are off.
+        unsafe { pcid::switch_to_masked(target.descriptor.page_table_root, target.descriptor.address_space_id, 0) };
+    }
+    cpu.unlock();
+    interrupts::restore(saved);
+    HandOff::Switched
+}
+
 /// Called from the timer interrupt when the running thread's slice is up.
 pub fn slice_expired(now: u64) {
     let cpu = this_cpu();
@@ -413,7 +520,10 @@ pub fn slice_expired(now: u64) {
         let (entity, must_stop) = unsafe { (*(*current).descriptor.entity.get(), (*current).must_stop()) };
         let policy = inner.policy.as_ref().expect("started");
         let ran = now.saturating_sub(inner.picked_at);
-        if must_stop || policy.should_preempt(&entity, ran) {
+        // A chain of hand-offs shares one slice: once it is used up, anyone
+        // queued here gets the CPU, however little each link ran.
+        let slice_over = now.saturating_sub(inner.slice_started) >= policy.time_slice(&entity) && !policy.is_empty();
+        if must_stop || slice_over || policy.should_preempt(&entity, ran) {
             cpu.need_resched.store(true, Ordering::Relaxed);
         } else {
             // Nobody to run instead: another slice.
@@ -497,8 +607,50 @@ pub fn schedule(why: Switch) {
     // SAFETY: the current thread is alive while it runs.
     let previous: &Thread = unsafe { &*cpu.current.load(Ordering::Relaxed) };
     let is_dispatcher = core::ptr::eq(previous, inner.dispatcher);
+    // Ready kernel futures go before threads: the dispatcher polls them
+    // (a bounded batch) and then picks again.
+    let to_dispatcher = !is_dispatcher && cpu.futures.load(Ordering::Acquire);
     let mut why = why;
-    if !is_dispatcher {
+    // The common case, a yield or preemption of a thread that may stay
+    // here: one call charges it, queues it and picks the next.
+    let mut picked: Option<&Thread> = None;
+    if !is_dispatcher
+        && !to_dispatcher
+        && matches!(why, Switch::Yield | Switch::Preempt)
+        && !previous.must_stop()
+        && previous.descriptor.allowed().contains(cpu_index())
+    {
+        let policy = inner.policy.as_mut().expect("started");
+        let reason = if why == Switch::Yield { EnqueueReason::Yielded } else { EnqueueReason::Preempted };
+        // SAFETY: the running thread's entity belongs to this CPU's lock.
+        let running = unsafe { &mut *previous.descriptor.entity.get() };
+        let mut entity = *running;
+        match policy.requeue_and_pick(&mut entity, now.saturating_sub(inner.picked_at), reason) {
+            Ok(None) => {
+                // Still first: it runs on.
+                *running = entity;
+                picked = Some(previous);
+            }
+            Ok(Some(token)) => {
+                // SAFETY: as above; `previous` is queued under `token` now and
+                // the entity handed back is the next thread's.
+                unsafe { *previous.descriptor.token.get() = Some(token) };
+                previous.descriptor.set_state(ThreadState::Runnable);
+                // One in, one out: the queue length is unchanged. (A thread
+                // gone from the table while queued cannot happen: threads
+                // leave it only once dead; if it did, the pick below runs.)
+                if let Some(next) = thread::lookup(entity.id) {
+                    // SAFETY: the picked thread left this CPU's queue.
+                    unsafe {
+                        *next.descriptor.entity.get() = entity;
+                        *next.descriptor.token.get() = None;
+                    }
+                    picked = Some(next);
+                }
+            }
+            Err(_) => unreachable!("the built-in policies requeue without failing"),
+        }
+    } else if !is_dispatcher {
         let policy = inner.policy.as_mut().expect("started");
         // SAFETY: the running thread's entity belongs to this CPU's lock.
         let entity = unsafe { &mut *previous.descriptor.entity.get() };
@@ -544,13 +696,20 @@ pub fn schedule(why: Switch) {
             }
         }
     }
-    // SAFETY: lock held.
-    let next = unsafe { &*pick_locked(cpu, inner) };
+    let next = match picked {
+        Some(next) => next,
+        // SAFETY: the dispatcher lives for ever.
+        None if to_dispatcher => unsafe { &*inner.dispatcher },
+        // SAFETY: lock held; a picked thread stays alive while it is this
+        // CPU's to run.
+        None => unsafe { &*pick_locked(cpu, inner) },
+    };
     if core::ptr::eq(next, previous) {
         // Only the dispatcher can be picked "again" (a running thread is in
         // no queue), or a yield with nothing else to run re-picks itself.
         previous.descriptor.set_state(ThreadState::Running);
         inner.picked_at = now;
+        inner.slice_started = now;
         if !is_dispatcher {
             // It runs on: a fresh slice, or nothing would preempt it again.
             let policy = inner.policy.as_ref().expect("started");
@@ -568,6 +727,7 @@ pub fn schedule(why: Switch) {
     next.descriptor.set_state(ThreadState::Running);
     next.descriptor.cpu.store(cpu_index() as u32, Ordering::Relaxed);
     inner.picked_at = now;
+    inner.slice_started = now;
     cpu.current.store((next as *const Thread).cast_mut(), Ordering::Relaxed);
     // User threads have no stack: they run on the dispatcher's.
     // SAFETY: the dispatcher pointer is set when the CPU starts and lives for
@@ -782,8 +942,22 @@ pub fn pull_work() -> bool {
     }
 }
 
-/// The loop every CPU's dispatcher runs once the scheduler is up: run
-/// whatever is runnable, pull work when idle, halt when there is none.
+/// Tells CPU `target` that its executor has futures ready: its next switch
+/// goes to its dispatcher (now, if it is idle or a reschedule point comes).
+pub(super) fn futures_ready(target: usize) {
+    CPUS[target].futures.store(true, Ordering::Release);
+    if CPUS[target].ready.load(Ordering::Acquire) {
+        kick(target);
+    }
+}
+
+/// Polls in one dispatcher turn at most this many futures before threads
+/// get the CPU again.
+const FUTURE_BUDGET: usize = 32;
+
+/// The loop every CPU's dispatcher runs once the scheduler is up: poll
+/// ready kernel futures, run whatever thread is runnable, pull work when
+/// idle, halt when there is none.
 pub fn dispatcher_loop() -> ! {
     let cpu = this_cpu();
     loop {
@@ -792,6 +966,10 @@ pub fn dispatcher_loop() -> ! {
         if running.kind == ThreadKind::User {
             super::user::run(running);
             continue;
+        }
+        if cpu.futures.swap(false, Ordering::AcqRel) && super::futures::run_ready(cpu_index(), FUTURE_BUDGET) {
+            // Budget spent with more ready: threads get a turn first.
+            cpu.futures.store(true, Ordering::Release);
         }
         schedule(Switch::Yield);
         if current().kind == ThreadKind::User {
@@ -803,7 +981,10 @@ pub fn dispatcher_loop() -> ! {
         interrupts::disable();
         cpu.idle.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if cpu.queued.load(Ordering::SeqCst) == 0 && !cpu.need_resched.load(Ordering::SeqCst) {
+        if cpu.queued.load(Ordering::SeqCst) == 0
+            && !cpu.need_resched.load(Ordering::SeqCst)
+            && !cpu.futures.load(Ordering::SeqCst)
+        {
             trace::record(EventKind::Idle, 0, 0);
             interrupts::enable_and_halt();
         } else {
@@ -898,6 +1079,12 @@ impl Drop for PreemptGuard {
 /// Switches made by CPU `cpu` so far.
 pub fn switch_count(cpu: usize) -> u64 {
     CPUS[cpu].switches.load(Ordering::Relaxed)
+}
+
+/// Hand-offs CPU `cpu` has made (switches straight from a blocking user
+/// thread to the one it woke).
+pub fn hand_off_count(cpu: usize) -> u64 {
+    CPUS[cpu].hand_offs.load(Ordering::Relaxed)
 }
 
 /// Threads queued on CPU `cpu`.

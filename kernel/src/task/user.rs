@@ -12,7 +12,7 @@
 //! The process layer (`crate::proc`) installs the [`TrapHandler`] that turns
 //! traps into [`Outcome`]s; this module is the mechanism around it.
 
-use alloc::{boxed::Box, sync::Arc, task::Wake};
+use alloc::{boxed::Box, sync::Arc};
 use core::{
     future::Future,
     pin::Pin,
@@ -21,8 +21,8 @@ use core::{
 };
 
 use super::{
-    scheduler::{self, Switch},
-    thread::{Thread, ThreadId, ThreadKind, ThreadState},
+    scheduler::{self, HandOff, Switch},
+    thread::{Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
 };
 use crate::arch::{
     cpu::MAX_CPUS,
@@ -45,6 +45,11 @@ pub enum Outcome {
     Return(u64),
     /// The system call waits: poll this future.
     Pending(SyscallFuture),
+    /// The system call waits (poll this future), and it took this thread
+    /// off a wait queue instead of waking it: if the future is pending, the
+    /// CPU goes straight to that thread (see
+    /// [`scheduler::block_and_switch_to`]); otherwise it is woken.
+    PendingHandOff(SyscallFuture, Arc<Thread>),
     /// Give the CPU to another thread, then resume.
     Yield,
     /// The thread (and, by the handler's decision, its process) is finished.
@@ -87,18 +92,11 @@ pub struct UserState {
     waker: Waker,
     /// Opaque data of the process layer (the process, by reference count).
     pub owner: Option<Arc<dyn core::any::Any + Send + Sync>>,
-}
-
-struct ThreadWaker(ThreadId);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        super::wake(self.0);
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        super::wake(self.0);
-    }
+    /// What the fast system-call path may answer for this thread (see
+    /// `arch::user::set_fast_context`).
+    pub fast_allowed: u64,
+    /// Owner id for the fast path.
+    pub fast_owner: u64,
 }
 
 impl UserState {
@@ -113,11 +111,13 @@ impl UserState {
             // Replaced by the real waker once the thread has an id.
             waker: Waker::noop().clone(),
             owner: None,
+            fast_allowed: 0,
+            fast_owner: 0,
         }
     }
 
     pub(super) fn set_waker(&mut self, thread: ThreadId) {
-        self.waker = Waker::from(Arc::new(ThreadWaker(thread)));
+        self.waker = super::futures::thread_waker(thread);
     }
 
     /// Bytes of kernel heap this state holds beyond the thread record.
@@ -164,9 +164,15 @@ pub(super) fn run(thread: &Thread) {
     // and a thread runs on one CPU at a time.
     let state = unsafe { (*thread.user.get()).as_mut() }.expect("a user thread has user state");
     let handler = trap_handler();
+    // A thread the last system call took off a wait queue for a hand-off;
+    // whatever happens, it is either run or woken.
+    let mut hand_off: Option<Arc<Thread>> = None;
     loop {
         interrupts::enable();
         if thread.must_stop() {
+            if let Some(target) = hand_off.take() {
+                scheduler::wake(&target, WakeReason::Woken);
+            }
             end_thread(thread, state);
             return;
         }
@@ -180,11 +186,21 @@ pub(super) fn run(thread: &Thread) {
                 Poll::Ready(value) => {
                     thread.descriptor.set_state(ThreadState::Running);
                     state.context.set_return(value);
+                    if let Some(target) = hand_off.take() {
+                        scheduler::wake(&target, WakeReason::Woken);
+                    }
                 }
                 Poll::Pending => {
                     state.pending = Some(future);
                     // Its vector registers are dead at a system call.
                     state.fpu = None;
+                    if let Some(target) = hand_off.take() {
+                        match scheduler::block_and_switch_to(&target) {
+                            HandOff::Switched => return,
+                            HandOff::CarryOn => continue,
+                            HandOff::Block => {}
+                        }
+                    }
                     scheduler::schedule(Switch::Block);
                     return;
                 }
@@ -204,6 +220,7 @@ pub(super) fn run(thread: &Thread) {
             }
             FPU_OWNER[cpu].store(id, Ordering::Relaxed);
         }
+        user::set_fast_context(state.fast_allowed, state.fast_owner);
         let trap = user::execute(&mut state.context);
         match trap {
             Trap::Syscall => {
@@ -226,6 +243,10 @@ pub(super) fn run(thread: &Thread) {
             Outcome::Resume => {}
             Outcome::Return(value) => state.context.set_return(value),
             Outcome::Pending(future) => state.pending = Some(future),
+            Outcome::PendingHandOff(future, target) => {
+                state.pending = Some(future);
+                hand_off = Some(target);
+            }
             Outcome::Yield => {
                 state.context.set_return(0);
                 scheduler::schedule(Switch::Yield);

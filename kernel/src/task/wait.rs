@@ -57,11 +57,17 @@ impl Waiters {
         usize::from(self.first.is_some()) + self.rest.len()
     }
 
-    /// Removes `thread`'s entries, returning them (to be dropped outside the lock).
-    fn remove(&mut self, thread: &Thread) -> alloc::vec::Vec<Arc<Thread>> {
+    /// Removes `thread`'s entries, returning them (to be dropped outside the
+    /// lock): the inline one, and any from the rest.
+    fn remove(&mut self, thread: &Thread) -> (Option<Arc<Thread>>, alloc::vec::Vec<Arc<Thread>>) {
+        let first = if self.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
+            self.first.take()
+        } else {
+            None
+        };
         let mut removed = alloc::vec::Vec::new();
-        if self.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
-            removed.extend(self.first.take());
+        if self.rest.is_empty() {
+            return (first, removed);
         }
         self.rest.retain(|waiter| {
             if core::ptr::eq(&**waiter, thread) {
@@ -71,7 +77,7 @@ impl Waiters {
                 true
             }
         });
-        removed
+        (first, removed)
     }
 }
 
@@ -196,6 +202,15 @@ impl WaitQueue {
         }
     }
 
+    /// Takes the waiting thread off the queue without waking it, if it is
+    /// the only one: the caller must then wake it or run it (a hand-off,
+    /// see [`scheduler::block_and_switch_to`]). With several waiters, takes
+    /// none.
+    pub fn take_sole(&self) -> Option<Arc<Thread>> {
+        let mut waiters = self.waiters.lock();
+        if waiters.rest.is_empty() { waiters.first.take() } else { None }
+    }
+
     /// Wakes every waiting thread; returns how many were woken.
     pub fn wake_all(&self) -> usize {
         // Only those waiting now: a woken thread that waits again at once
@@ -228,6 +243,24 @@ pub fn arm_timer_for_current(deadline_tsc: u64) {
     let me = scheduler::current();
     let generation = me.wait_generation.load(Ordering::Acquire);
     arm_timer(me, Some(deadline_tsc), generation);
+}
+
+/// Marks the current thread about to wait (for [`super::futures::block_on`],
+/// which polls between this and [`block_prepared`]).
+pub(super) fn prepare_current() {
+    interrupts::without(|| prepare(scheduler::current()));
+}
+
+/// Undoes [`prepare_current`]: the condition held after all.
+pub(super) fn cancel_current() {
+    let me = scheduler::current();
+    // A waker may have done it already.
+    let _ = me.descriptor.transition(ThreadState::Blocking, ThreadState::Running);
+}
+
+/// Blocks after [`prepare_current`]; returns why it woke.
+pub(super) fn block_prepared() -> WakeReason {
+    scheduler::block_current()
 }
 
 /// Ends the current thread if its task was killed and it holds nothing;

@@ -2,5 +2,6 @@
 //! line says `test` (see [`crate::ktest`]).
 
 mod foundation;
+mod futures;
 mod processes;
 mod tasks;

@@ -1,0 +1,171 @@
+//! A per-core executor for kernel futures.
+//!
+//! Each CPU's dispatcher owns one [`Executor`]: kernel services and timers
+//! are futures spawned onto it, and the dispatcher polls the ready ones
+//! between threads, on its own stack (Hermit's kernel thread per core running
+//! futures). The executor is the portable half: the ready queue, the task
+//! states that make wake-ups exact (a wake while queued is absorbed, a wake
+//! while polling polls again, a wake after the end is ignored), join handles
+//! and cancellation. The kernel supplies one hook, `notify`, called when the
+//! executor goes from nothing ready to something ready, so it can get the
+//! dispatcher onto the CPU (a flag and an IPI).
+//!
+//! Wakers may run on any CPU and in interrupt handlers: waking pushes onto a
+//! lock-free queue and never waits for the dispatcher. A future is polled
+//! only by its executor's [`run_ready`](Executor::run_ready), one poll at a
+//! time; its output goes to its [`JoinHandle`].
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod join;
+mod task;
+
+use alloc::{boxed::Box, sync::Arc};
+use core::{
+    future::Future,
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use crossbeam_queue::SegQueue;
+
+pub use join::{Cancelled, JoinHandle};
+use task::Task;
+
+/// What the kernel does when an executor gets work: make sure its
+/// dispatcher runs soon.
+pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// The part wakers reach: the ready queue and the notification hook.
+struct Shared {
+    ready: SegQueue<Arc<Task>>,
+    /// Set while the dispatcher has been told and has not yet emptied the
+    /// queue: `notify` is called once per idle-to-ready transition.
+    notified: AtomicBool,
+    notify: Notify,
+    /// Set when the executor is dropped: a task woken later drops its
+    /// future instead of queueing.
+    closed: AtomicBool,
+    /// Tasks spawned and not yet finished or dropped.
+    live: AtomicUsize,
+}
+
+impl Shared {
+    fn push(&self, task: Arc<Task>) {
+        self.ready.push(task);
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            (self.notify)();
+        }
+    }
+}
+
+/// One core's executor.
+pub struct Executor {
+    shared: Arc<Shared>,
+}
+
+/// What one [`Executor::run_ready`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Polls made.
+    pub polled: usize,
+    /// Futures that finished or were cancelled and dropped.
+    pub finished: usize,
+    /// Whether ready futures remain (the budget ran out).
+    pub more: bool,
+}
+
+impl Executor {
+    /// An executor that calls `notify` when it gets work.
+    pub fn new(notify: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                ready: SegQueue::new(),
+                notified: AtomicBool::new(false),
+                notify: Box::new(notify),
+                closed: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Spawns `future`; it is polled first by the next
+    /// [`run_ready`](Self::run_ready). Dropping the handle detaches the
+    /// future (it runs on); [`JoinHandle::cancel`] stops it.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (runnable, mut handle) = join::pair(future);
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        let task = Arc::new(Task::new(self.shared.clone(), runnable, handle.state()));
+        handle.set_task(task.clone());
+        task.schedule();
+        handle
+    }
+
+    /// Polls ready futures, at most `budget` polls, in the order they became
+    /// ready. A future woken while it is being polled is polled again (in a
+    /// later turn, after the others already ready).
+    pub fn run_ready(&self, budget: usize) -> RunStats {
+        let mut stats = RunStats::default();
+        loop {
+            if stats.polled == budget {
+                stats.more = !self.shared.ready.is_empty();
+                return stats;
+            }
+            let Some(task) = self.shared.ready.pop() else {
+                // Allow the next wake to notify again, then look once more:
+                // a task pushed between the pop and the store was pushed
+                // while `notified` was still set, so nobody told us.
+                self.shared.notified.store(false, Ordering::Release);
+                if self.shared.ready.is_empty() {
+                    return stats;
+                }
+                self.shared.notified.store(true, Ordering::Release);
+                continue;
+            };
+            let polled = match task.run() {
+                task::Ran::Pending => true,
+                task::Ran::Finished => {
+                    stats.finished += 1;
+                    true
+                }
+                task::Ran::Cancelled { polled } => {
+                    stats.finished += 1;
+                    polled
+                }
+                task::Ran::Skipped => false,
+            };
+            if polled {
+                stats.polled += 1;
+            }
+        }
+    }
+
+    /// Whether a future is ready to be polled.
+    pub fn has_ready(&self) -> bool {
+        !self.shared.ready.is_empty()
+    }
+
+    /// Futures spawned here that have not finished or been cancelled.
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Queued futures are dropped now; a future woken later drops itself
+        // instead of queueing (see `Task::push`).
+        self.shared.closed.store(true, Ordering::Release);
+        while let Some(task) = self.shared.ready.pop() {
+            task.cancel_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
