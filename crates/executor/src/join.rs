@@ -4,11 +4,13 @@ use alloc::{boxed::Box, sync::Arc};
 use core::{
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU8, Ordering},
     task::{Context, Poll, Waker},
 };
 
-use crate::task::{Runnable, Task};
+use crate::{
+    sync::{AtomicU8, Mutex, Ordering},
+    task::{Runnable, Task},
+};
 
 const RUNNING: u8 = 0;
 const FINISHED: u8 = 1;
@@ -22,8 +24,8 @@ pub(crate) trait Completion: Send + Sync {
 /// Where a future's output waits for its handle.
 pub(crate) struct JoinState<T> {
     status: AtomicU8,
-    output: spin::Mutex<Option<T>>,
-    waker: spin::Mutex<Option<Waker>>,
+    output: Mutex<Option<T>>,
+    waker: Mutex<Option<Waker>>,
 }
 
 impl<T> JoinState<T> {
@@ -61,11 +63,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let state = Arc::new(JoinState {
-        status: AtomicU8::new(RUNNING),
-        output: spin::Mutex::new(None),
-        waker: spin::Mutex::new(None),
-    });
+    let state =
+        Arc::new(JoinState { status: AtomicU8::new(RUNNING), output: Mutex::new(None), waker: Mutex::new(None) });
     let shared = state.clone();
     let runnable: Runnable = Box::pin(async move {
         let output = future.await;

@@ -20,17 +20,14 @@
 extern crate alloc;
 
 mod join;
+mod sync;
 mod task;
 
 use alloc::{boxed::Box, sync::Arc};
-use core::{
-    future::Future,
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
-};
-
-use crossbeam_queue::SegQueue;
+use core::future::Future;
 
 pub use join::{Cancelled, JoinHandle};
+use sync::{AtomicBool, AtomicUsize, Ordering, Queue, fence};
 use task::Task;
 
 /// What the kernel does when an executor gets work: make sure its
@@ -39,7 +36,7 @@ pub type Notify = Box<dyn Fn() + Send + Sync>;
 
 /// The part wakers reach: the ready queue and the notification hook.
 struct Shared {
-    ready: SegQueue<Arc<Task>>,
+    ready: Queue<Arc<Task>>,
     /// Set while the dispatcher has been told and has not yet emptied the
     /// queue: `notify` is called once per idle-to-ready transition.
     notified: AtomicBool,
@@ -54,8 +51,26 @@ struct Shared {
 impl Shared {
     fn push(&self, task: Arc<Task>) {
         self.ready.push(task);
+        // The executor may have been dropped between the caller's look at
+        // `closed` and the push, its queue already drained: then nobody
+        // would ever take this task (and the task would keep the queue
+        // alive through its `Arc<Shared>`). The fence pairs with the one in
+        // `Drop`: either the drop's drain sees the task, or this load sees
+        // `closed` and drains it here.
+        fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::Relaxed) {
+            self.drain();
+            return;
+        }
         if !self.notified.swap(true, Ordering::AcqRel) {
             (self.notify)();
+        }
+    }
+
+    /// Drops every queued task's future (the executor is gone).
+    fn drain(&self) {
+        while let Some(task) = self.ready.pop() {
+            task.cancel_now();
         }
     }
 }
@@ -81,7 +96,7 @@ impl Executor {
     pub fn new(notify: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
             shared: Arc::new(Shared {
-                ready: SegQueue::new(),
+                ready: Queue::new(),
                 notified: AtomicBool::new(false),
                 notify: Box::new(notify),
                 closed: AtomicBool::new(false),
@@ -120,11 +135,17 @@ impl Executor {
                 // Allow the next wake to notify again, then look once more:
                 // a task pushed between the pop and the store was pushed
                 // while `notified` was still set, so nobody told us.
-                self.shared.notified.store(false, Ordering::Release);
+                // Clear, then look at the queue; a waker pushes, then sets the
+                // flag: without the fences (here and in `Shared::push`) both
+                // could read the other's old value, and the task would sit
+                // queued with nobody told. Every change of the flag is a
+                // read-modify-write, so all of them are in one order.
+                self.shared.notified.swap(false, Ordering::AcqRel);
+                fence(Ordering::SeqCst);
                 if self.shared.ready.is_empty() {
                     return stats;
                 }
-                self.shared.notified.store(true, Ordering::Release);
+                self.shared.notified.swap(true, Ordering::AcqRel);
                 continue;
             };
             let polled = match task.run() {
@@ -160,10 +181,9 @@ impl Drop for Executor {
     fn drop(&mut self) {
         // Queued futures are dropped now; a future woken later drops itself
         // instead of queueing (see `Task::push`).
-        self.shared.closed.store(true, Ordering::Release);
-        while let Some(task) = self.shared.ready.pop() {
-            task.cancel_now();
-        }
+        self.shared.closed.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.shared.drain();
     }
 }
 

@@ -20,11 +20,14 @@ use alloc::{boxed::Box, sync::Arc, task::Wake};
 use core::{
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU8, Ordering},
     task::{Context, Poll, Waker},
 };
 
-use crate::{Shared, join::Completion};
+use crate::{
+    Shared,
+    join::Completion,
+    sync::{AtomicU8, Mutex, Ordering},
+};
 
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;
@@ -41,7 +44,7 @@ pub(crate) struct Task {
     shared: Arc<Shared>,
     state: AtomicU8,
     /// Taken by the one poller (the state says who); `None` once done.
-    future: spin::Mutex<Option<Runnable>>,
+    future: Mutex<Option<Runnable>>,
     completion: Arc<dyn Completion>,
 }
 
@@ -59,7 +62,7 @@ pub(crate) enum Ran {
 
 impl Task {
     pub(crate) fn new(shared: Arc<Shared>, future: Runnable, completion: Arc<dyn Completion>) -> Self {
-        Self { shared, state: AtomicU8::new(IDLE), future: spin::Mutex::new(Some(future)), completion }
+        Self { shared, state: AtomicU8::new(IDLE), future: Mutex::new(Some(future)), completion }
     }
 
     /// The wake: queue the task unless it is already going to be polled.
