@@ -12,7 +12,9 @@ fn boot(machine: Machine, smp: &str, cmdline: &str) -> Outcome {
         machine,
         smp: smp.into(),
         cmdline: cmdline.into(),
-        timeout: Some(Duration::from_secs(120)),
+        // Hang detection; a full suite on 16 virtual CPUs sharing the host with
+        // the other tests takes about a minute.
+        timeout: Some(Duration::from_secs(600)),
         ..QemuConfig::default()
     };
     config.run().unwrap_or_else(|error| panic!("cannot run QEMU: {error}"))

@@ -166,6 +166,17 @@ fn new_table() -> Result<u64, MapError> {
 /// copies the upper half of.
 static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
 
+/// Page-table frames added to the kernel half after boot (by
+/// [`map_kernel_page`]). They stay when the pages below them are unmapped
+/// (every address space shares them), so they are capacity, like the heap's
+/// frames: leak tests count them.
+static KERNEL_TABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// How many page-table frames the kernel half has grown by since boot.
+pub fn kernel_table_frames() -> u64 {
+    KERNEL_TABLE_FRAMES.load(Ordering::Relaxed)
+}
+
 /// Physical address of the kernel PML4.
 pub fn kernel_root() -> u64 {
     KERNEL_ROOT.load(Ordering::Relaxed)
@@ -245,7 +256,12 @@ pub unsafe fn map_kernel_page(address: u64, frame: Frame, access: Access, owned:
     check_address(address, false)?;
     // SAFETY: the kernel half's PML4 entries were all created at boot, so
     // the walk only adds tables below them, and the caller owns the slot.
-    let entry = unsafe { walk(kernel_root(), address, true, false)? }.ok_or(MapError::OutOfFrames)?;
+    let entry = unsafe {
+        walk_recording(kernel_root(), address, true, false, &mut |_, _| {
+            KERNEL_TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
+        })?
+    }
+    .ok_or(MapError::OutOfFrames)?;
     // SAFETY: `entry` points into a live page table.
     unsafe {
         if *entry & flags::PRESENT != 0 {
