@@ -67,6 +67,26 @@ impl Shared {
         }
     }
 
+    /// Called by the poller when it found the queue empty: lets the next
+    /// wake notify again. Returns false if a task arrived meanwhile (the
+    /// poller goes on; `notified` stays set).
+    fn rearm(&self) -> bool {
+        // A task pushed between the poller's look and the clearing was
+        // pushed while `notified` was still set, so nobody told us: clear,
+        // then look once more. A waker pushes, then sets the flag: without
+        // the fences (here and in `push`) both could read the other's old
+        // value, and the task would sit queued with nobody told. Every
+        // change of the flag is a read-modify-write, so all of them are in
+        // one order.
+        self.notified.swap(false, Ordering::AcqRel);
+        fence(Ordering::SeqCst);
+        if self.ready.is_empty() {
+            return true;
+        }
+        self.notified.swap(true, Ordering::AcqRel);
+        false
+    }
+
     /// Drops every queued task's future (the executor is gone).
     fn drain(&self) {
         while let Some(task) = self.ready.pop() {
@@ -128,24 +148,17 @@ impl Executor {
         let mut stats = RunStats::default();
         loop {
             if stats.polled == budget {
-                stats.more = !self.shared.ready.is_empty();
+                // Out of budget: if nothing is left, this turn ends as an
+                // empty one does (or the next wake would find `notified`
+                // still set and tell nobody); if something is, the caller
+                // must come back without being told (`more`).
+                stats.more = !self.shared.ready.is_empty() || !self.shared.rearm();
                 return stats;
             }
             let Some(task) = self.shared.ready.pop() else {
-                // Allow the next wake to notify again, then look once more:
-                // a task pushed between the pop and the store was pushed
-                // while `notified` was still set, so nobody told us.
-                // Clear, then look at the queue; a waker pushes, then sets the
-                // flag: without the fences (here and in `Shared::push`) both
-                // could read the other's old value, and the task would sit
-                // queued with nobody told. Every change of the flag is a
-                // read-modify-write, so all of them are in one order.
-                self.shared.notified.swap(false, Ordering::AcqRel);
-                fence(Ordering::SeqCst);
-                if self.shared.ready.is_empty() {
+                if self.shared.rearm() {
                     return stats;
                 }
-                self.shared.notified.swap(true, Ordering::AcqRel);
                 continue;
             };
             let polled = match task.run() {

@@ -163,6 +163,17 @@ fn the_budget_bounds_one_turn_and_order_is_first_ready_first_polled() {
 }
 
 #[test]
+fn a_turn_that_ends_on_its_budget_with_nothing_left_lets_the_next_wake_notify() {
+    let (executor, notified) = executor();
+    executor.spawn(async {});
+    assert_eq!(notified.load(Ordering::SeqCst), 1);
+    let stats = executor.run_ready(1);
+    assert_eq!((stats.polled, stats.more), (1, false));
+    executor.spawn(async {});
+    assert_eq!(notified.load(Ordering::SeqCst), 2, "the second spawn was not notified");
+}
+
+#[test]
 fn a_cancelled_future_is_dropped_without_another_poll() {
     let (executor, _) = executor();
     let (probe, handle) = probe(&executor, 10);
@@ -311,9 +322,13 @@ proptest! {
     /// live count and every handle agree with the model.
     #[test]
     fn the_executor_matches_a_model(ops in proptest::collection::vec(op(), 1..80)) {
-        let (executor, _) = executor();
+        let (executor, notified) = executor();
         // Per future: probe, handle, model (pending poll?, done?, cancelled?).
         let mut futures: Vec<Modelled> = Vec::new();
+        // The dispatcher's view: whether it must come back (told by
+        // `notify` since its last turn, or that turn said `more`).
+        let mut notifications = notified.load(Ordering::SeqCst);
+        let mut must_come_back = false;
         for op in ops {
             match op {
                 Op::Spawn { needed } => {
@@ -338,6 +353,8 @@ proptest! {
                     let before: Vec<usize> = futures.iter().map(|(p, ..)| p.polls.load(Ordering::SeqCst)).collect();
                     let due_count = futures.iter().filter(|f| f.2 && !f.3).count();
                     let stats = executor.run_ready(budget);
+                    notifications = notified.load(Ordering::SeqCst);
+                    must_come_back = stats.more;
                     prop_assert!(stats.polled <= budget);
                     prop_assert!(stats.polled + stats.finished >= due_count.min(budget) || stats.polled == budget);
                     for (index, (probe, handle, due, done, cancelled, needed)) in futures.iter_mut().enumerate() {
@@ -361,6 +378,12 @@ proptest! {
                     }
                 }
             }
+            // Ready work is never left where the dispatcher would not look.
+            if notified.load(Ordering::SeqCst) != notifications {
+                notifications = notified.load(Ordering::SeqCst);
+                must_come_back = true;
+            }
+            prop_assert!(!executor.has_ready() || must_come_back, "ready futures and nobody told");
         }
         // Drain: everything due gets its poll.
         while executor.has_ready() {

@@ -221,7 +221,6 @@ execute_raw:
 syscall_entry:
     swapgs
     mov gs:[16], rsp
-    mov rsp, gs:[32]
     /* Fast path: the calls in FAST_SYSCALLS need neither the dispatcher
        nor the saved context; they are answered here, on the per-CPU entry
        stack, and return with sysretq at once. The ABI lets a system call

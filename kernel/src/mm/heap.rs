@@ -123,8 +123,12 @@ fn cached() -> (usize, usize) {
 struct KernelHeap(SpinLock<Talc<GrowFromFrames>>);
 
 impl KernelHeap {
-    fn talc_alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from the GlobalAlloc contract (non-zero size).
+    /// An allocation straight from talc.
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size (talc's `malloc` requires it).
+    unsafe fn talc_alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: non-zero size, per this function's contract.
         unsafe { self.0.lock().malloc(layout) }.map_or(null_mut(), |pointer| pointer.as_ptr())
     }
 }
@@ -137,7 +141,8 @@ impl KernelHeap {
 unsafe impl GlobalAlloc for KernelHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(class) = class_of(layout) else { return self.talc_alloc(layout) };
+        // SAFETY: GlobalAlloc callers pass a non-zero size.
+        let Some(class) = class_of(layout) else { return unsafe { self.talc_alloc(layout) } };
         let block = with_cache(|heads, counts| {
             let block = heads[class];
             if !block.is_null() {
@@ -147,7 +152,8 @@ unsafe impl GlobalAlloc for KernelHeap {
             }
             block
         });
-        if block.is_null() { self.talc_alloc(class_layout(class)) } else { block.cast() }
+        // SAFETY: a size class is at least 16 bytes.
+        if block.is_null() { unsafe { self.talc_alloc(class_layout(class)) } } else { block.cast() }
     }
 
     #[inline]

@@ -623,6 +623,13 @@ pub fn live_processes() -> u64 {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// Maps the page at `address` if the current thread's process would have
+/// it mapped on a fault from user mode (its stack grows on first touch), for
+/// copies the kernel makes on a system call's behalf. False otherwise.
+pub(crate) fn fault_in_for_current(address: u64) -> bool {
+    process_of(task::scheduler::current()).is_some_and(|process| grow_stack(&process, address, 0))
+}
+
 /// The process a user thread belongs to.
 pub fn process_of(thread: &task::Thread) -> Option<Arc<Process>> {
     task::user::owner_of(thread).and_then(|owner| owner.downcast::<Process>().ok())

@@ -59,18 +59,52 @@ impl UserSlice {
     /// Copies the user bytes into `destination` (which must be as long).
     pub fn read_into(&self, destination: &mut [u8]) -> Result<(), Error> {
         assert_eq!(destination.len(), self.len(), "destination sized to the claim");
-        // SAFETY: the kernel buffer is valid for `length` bytes; the user
-        // range lies in the user half (checked in `new`), so a fault can only
-        // come from the user side and is caught.
-        unsafe { usercopy::copy(destination.as_mut_ptr(), self.address as *const u8, self.len()) }
-            .map_err(|_| Error::BadAddress)
+        self.copy_faulting_in(|offset| {
+            // SAFETY: the kernel buffer is valid for `length` bytes; the user
+            // range lies in the user half (checked in `new`), so a fault can
+            // only come from the user side and is caught.
+            unsafe {
+                usercopy::copy(
+                    destination[offset..].as_mut_ptr(),
+                    (self.address + offset as u64) as *const u8,
+                    self.len() - offset,
+                )
+            }
+        })
     }
 
     /// Copies `source` to the user range (which must be as long).
     pub fn write_from(&self, source: &[u8]) -> Result<(), Error> {
         assert_eq!(source.len(), self.len(), "source sized to the claim");
-        // SAFETY: as in `read_into`, in the other direction.
-        unsafe { usercopy::copy(self.address as *mut u8, source.as_ptr(), self.len()) }.map_err(|_| Error::BadAddress)
+        self.copy_faulting_in(|offset| {
+            // SAFETY: as in `read_into`, in the other direction.
+            unsafe {
+                usercopy::copy(
+                    (self.address + offset as u64) as *mut u8,
+                    source[offset..].as_ptr(),
+                    self.len() - offset,
+                )
+            }
+        })
+    }
+
+    /// Runs `copy(offset)` (the copy of the range from `offset` on); where
+    /// it stops at a page the process would get on a fault of its own (its
+    /// stack grows on first touch), maps that page and goes on. Each retry
+    /// follows a page newly mapped, so this ends.
+    fn copy_faulting_in(&self, mut copy: impl FnMut(usize) -> Result<(), usercopy::CopyFault>) -> Result<(), Error> {
+        let mut offset = 0;
+        loop {
+            match copy(offset) {
+                Ok(()) => return Ok(()),
+                Err(fault) => {
+                    offset += fault.copied;
+                    if !crate::proc::fault_in_for_current(self.address + offset as u64) {
+                        return Err(Error::BadAddress);
+                    }
+                }
+            }
+        }
     }
 
     /// Reads the range as UTF-8 text of at most `max` bytes.

@@ -466,6 +466,15 @@ pub fn block_and_switch_to(target: &Thread) -> HandOff {
         interrupts::restore(saved);
         return HandOff::Block;
     }
+    if !target.descriptor.allowed().contains(here) {
+        // Its affinity moved away from this CPU since the check above: put
+        // it back and let the ordinary wake place it where it may run.
+        target.descriptor.set_state(ThreadState::Blocked);
+        cpu.unlock();
+        interrupts::restore(saved);
+        wake(target, WakeReason::Woken);
+        return HandOff::Block;
+    }
     target.set_wake_reason(WakeReason::Woken);
     let killed = me.task.is_killed();
     if killed && me.descriptor.transition(ThreadState::Blocking, ThreadState::Running) {
@@ -523,7 +532,11 @@ pub fn slice_expired(now: u64) {
         // A chain of hand-offs shares one slice: once it is used up, anyone
         // queued here gets the CPU, however little each link ran.
         let slice_over = now.saturating_sub(inner.slice_started) >= policy.time_slice(&entity) && !policy.is_empty();
-        if must_stop || slice_over || policy.should_preempt(&entity, ran) {
+        // Futures left ready when the dispatcher's last turn ran out of
+        // budget: a thread alone here would otherwise run slice after slice
+        // (nothing queued to preempt it for) while they wait.
+        let futures_waiting = cpu.futures.load(Ordering::Relaxed);
+        if must_stop || slice_over || futures_waiting || policy.should_preempt(&entity, ran) {
             cpu.need_resched.store(true, Ordering::Relaxed);
         } else {
             // Nobody to run instead: another slice.

@@ -90,6 +90,52 @@ ktest!(busy_threads_do_not_starve_kernel_futures, || {
     Ok(())
 });
 
+/// Ready again at once: pending on its first poll, having woken itself.
+struct YieldOnce(bool);
+
+impl core::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: core::pin::Pin<&mut Self>, context: &mut core::task::Context<'_>) -> core::task::Poll<()> {
+        if self.0 {
+            return core::task::Poll::Ready(());
+        }
+        self.0 = true;
+        context.waker().wake_by_ref();
+        core::task::Poll::Pending
+    }
+}
+
+ktest!(more_ready_futures_than_one_turn_polls_still_finish_beside_a_busy_thread, || {
+    let cpu = other_cpu();
+    let stop = Arc::new(AtomicBool::new(false));
+    // One CPU-bound thread alone: nothing queued behind it would preempt it,
+    // so only the futures left over from a turn can get the CPU back.
+    let spinner = {
+        let stop = stop.clone();
+        Builder::new("spinner")
+            .cpus(CpuSet::only(cpu))
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    core::hint::spin_loop();
+                }
+            })
+            .map_err(|e| format!("{e:?}"))?
+    };
+    task::sleep_for_nanos(1_000_000);
+    // Several dispatcher turns' worth (a turn polls at most 32).
+    let handles: Vec<_> = (0..100).map(|_| futures::spawn_on(cpu, YieldOnce(false))).collect();
+    let deadline = tsc::now() + tsc::hz() * 20;
+    while !handles.iter().all(|handle| handle.is_finished()) && tsc::now() < deadline {
+        task::sleep_for_nanos(1_000_000);
+    }
+    let finished = handles.iter().filter(|handle| handle.is_finished()).count();
+    stop.store(true, Ordering::Relaxed);
+    spinner.join();
+    check_eq!(finished, 100, "futures left waiting behind a busy thread");
+    Ok(())
+});
+
 ktest!(futures_are_woken_from_other_cpus, || {
     let cpu = other_cpu();
     let signal = Arc::new(Signal::new());

@@ -293,6 +293,12 @@ ktest!(mailbox_calls_hand_off_the_cpu_without_starving_others, || {
     Ok(())
 });
 
+/// Live heap allocations that may come and go between two measurements
+/// without anything leaking: see the leak tests.
+pub(super) fn allocation_slack() -> usize {
+    8 + 2 * smp::cpu_count()
+}
+
 /// Waits for the reaper and empties the stack cache.
 fn settle() {
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
@@ -352,8 +358,12 @@ ktest!(create_kill_cycles_leak_nothing, || {
     let grew = crate::mm::capacity_frames() - capacity_before;
     check_eq!(frames_after + grew, frames_before, "frames leaked over {CYCLES} create/kill cycles");
     let allocations_after = heap::allocation_count();
+    // A leaked object is one more live allocation per cycle (1000 here). What
+    // comes and goes with the moment of measuring is bounded: a few shared
+    // buffers, and per CPU a block of its futures' ready queue and of its
+    // timer heap.
     check!(
-        allocations_after <= allocations_before + 8,
+        allocations_after <= allocations_before + allocation_slack(),
         "live heap allocations went from {allocations_before} to {allocations_after}"
     );
     crate::println!(

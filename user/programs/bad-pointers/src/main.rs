@@ -59,6 +59,16 @@ fn main(_start: &StartInfo) -> u32 {
     expect("no such call", call_raw(999), Error::NoSuchCall);
     expect("bad handle", call(Syscall::MailboxRing, [77, 0, 0, 0, 0, 0]), Error::BadHandle);
     expect("wait bad side", call(Syscall::ProcessWait, [u64::MAX, 0, 0, 0, 0, 0]), Error::BadHandle);
+    // Good memory the process has not touched yet: a page of its stack far
+    // below where it has run (the stack grows on first touch). The kernel's
+    // copy maps it just as a touch from user mode would. (Zeroed memory:
+    // one NUL byte is logged.)
+    checks += 1;
+    let untouched = ((&buffer as *const _ as u64) - (32 << 10)) & !4095;
+    if call(Syscall::Log, [untouched, 1, 0, 0, 0, 0]) != Ok(1) {
+        println!("bad-pointers: a system call could not read an untouched stack page");
+        failures += 1;
+    }
     // A good call still works afterwards: an empty log writes nothing.
     checks += 1;
     if call(Syscall::Log, [buffer.as_ptr() as u64, 0, 0, 0, 0, 0]) != Ok(0) {
