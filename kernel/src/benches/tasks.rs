@@ -52,6 +52,10 @@ kbench!(switch_raw, |context| {
 /// Two threads on CPU 0 yield to each other `ROUNDS` times each; returns
 /// TSC ticks per yield.
 fn yield_ping_pong(own_spaces: bool) -> Result<u64, alloc::string::String> {
+    yield_ping_pong_with(own_spaces, false)
+}
+
+fn yield_ping_pong_with(own_spaces: bool, fpu: bool) -> Result<u64, alloc::string::String> {
     let start = Arc::new(AtomicU64::new(0));
     let end = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicU64::new(0));
@@ -61,6 +65,9 @@ fn yield_ping_pong(own_spaces: bool) -> Result<u64, alloc::string::String> {
         let mut builder = Builder::new("yielder").cpus(CpuSet::only(0));
         if own_spaces {
             builder = builder.own_address_space();
+        }
+        if fpu {
+            builder = builder.fpu();
         }
         handles.push(
             builder
@@ -104,6 +111,19 @@ kbench!(yield_across_spaces, |context| {
         format!(
             "as yield_same_space, the two threads in tasks with their own page tables; {}",
             privileged(&["MOV CR3 (with PCID and the no-flush bit when the CPU has PCID)", "cli/sti", "timer write"])
+        ),
+    ))
+});
+
+kbench!(yield_fpu, |context| {
+    let ticks = yield_ping_pong_with(false, true)?;
+    Ok(context.per_operation(
+        ticks,
+        1,
+        format!(
+            "as yield_same_space, both threads using the FPU (eager switching: the outgoing thread's \
+             FPU/SSE/AVX state saved, the incoming one's restored); {}",
+            privileged(&["XSAVEOPT (or XSAVE/FXSAVE)", "XRSTOR (or FXRSTOR)", "cli/sti", "timer write"])
         ),
     ))
 });

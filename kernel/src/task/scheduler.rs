@@ -538,6 +538,10 @@ pub fn slice_expired(now: u64) {
         let futures_waiting = cpu.futures.load(Ordering::Relaxed);
         if must_stop || slice_over || futures_waiting || policy.should_preempt(&entity, ran) {
             cpu.need_resched.store(true, Ordering::Relaxed);
+            // The switch arms the next slice. Should the request not be
+            // acted on (the thread is inside a critical section that ends
+            // later), the tick comes again after another slice to ask anew.
+            time::set_slice_deadline(now + policy.time_slice(&entity));
         } else {
             // Nobody to run instead: another slice.
             time::set_slice_deadline(now + policy.time_slice(&entity));

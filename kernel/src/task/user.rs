@@ -206,11 +206,17 @@ pub(super) fn run(thread: &Thread) {
                 }
             }
         }
+        // Interrupts off before the look: a tick that asks for a reschedule
+        // after it would otherwise be lost (its handler does not switch away
+        // from a user thread's dispatcher), and the thread would run on with
+        // no slice timer armed. With interrupts off the tick stays pending
+        // and is taken as soon as user mode is entered.
+        interrupts::disable();
         if scheduler::reschedule_due() {
+            interrupts::enable();
             scheduler::schedule(Switch::Preempt);
             return;
         }
-        interrupts::disable();
         let cpu = cpu_index();
         let id = thread.id().0;
         if FPU_OWNER[cpu].load(Ordering::Relaxed) != id {
