@@ -117,10 +117,17 @@ pub(super) fn clean_up_task(task: Arc<Task>, cleanup: Cleanup) {
 }
 
 /// Wakes the reaper if work was handed over. Call with no run-queue lock held.
+#[inline]
 pub(super) fn kick_if_pending() {
-    if PENDING.load(Ordering::Acquire)
-        && let Some(reaper) = thread::lookup(ThreadId(REAPER.load(Ordering::Acquire)))
-    {
+    if PENDING.load(Ordering::Acquire) {
+        kick();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn kick() {
+    if let Some(reaper) = thread::lookup(ThreadId(REAPER.load(Ordering::Acquire))) {
         scheduler::wake(reaper, WakeReason::Woken);
     }
 }

@@ -122,7 +122,16 @@ static TOPOLOGY: spin::Once<placement::Topology> = spin::Once::new();
 static POLICY_CONFIG: spin::Once<Config> = spin::Once::new();
 
 impl CpuScheduler {
+    #[inline]
     fn lock(&self) {
+        if self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
         let mut spins = 0u64;
         while self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             while self.lock.load(Ordering::Relaxed) {
@@ -847,8 +856,20 @@ fn finish_dead_or_evicted_after_unlock(cpu: &CpuScheduler) {
     hand_on(dead, evicted);
 }
 
-/// Hands on a thread that died or was evicted in the last switch.
+/// Hands on a thread that died or was evicted in the last switch (the
+/// common case, neither, is a check inlined into the switch path).
+#[inline]
 fn hand_on(dead: *const Thread, evicted: *const Thread) {
+    if dead.is_null() && evicted.is_null() {
+        super::reaper::kick_if_pending();
+    } else {
+        hand_on_slow(dead, evicted);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn hand_on_slow(dead: *const Thread, evicted: *const Thread) {
     if !dead.is_null() {
         // SAFETY: a dead thread stays in the table until this removes it.
         super::reaper::free_after_switch(unsafe { &*dead });
@@ -984,9 +1005,17 @@ pub fn dispatcher_loop() -> ! {
             super::user::run(running);
             continue;
         }
-        if cpu.futures.swap(false, Ordering::AcqRel) && super::futures::run_ready(cpu_index(), FUTURE_BUDGET) {
-            // Budget spent with more ready: threads get a turn first.
-            cpu.futures.store(true, Ordering::Release);
+        if cpu.futures.swap(false, Ordering::AcqRel) {
+            // Not preemptible until the flag is right again: a reschedule
+            // requested meanwhile (a wake-up's kick) would otherwise switch
+            // away between the turn and the store below, and with the flag
+            // clear and the executor's `notified` still set nobody would
+            // bring this dispatcher back while threads are runnable.
+            let _turn = PreemptGuard::new();
+            if super::futures::run_ready(cpu_index(), FUTURE_BUDGET) {
+                // Budget spent with more ready: threads get a turn first.
+                cpu.futures.store(true, Ordering::Release);
+            }
         }
         schedule(Switch::Yield);
         if current().kind == ThreadKind::User {

@@ -342,6 +342,19 @@ pub enum ThreadError {
     TooManyThreads,
 }
 
+/// The table slot `index`, if its chunk exists (lookups: a thread's slot
+/// always does). Inlined into the switch path.
+#[inline]
+fn existing_slot(index: u32) -> Option<&'static AtomicPtr<Thread>> {
+    let chunk = TABLE.chunks.get(index as usize / CHUNK)?.load(Ordering::Acquire);
+    if chunk.is_null() {
+        return None;
+    }
+    // SAFETY: chunks are never freed once installed.
+    Some(unsafe { &(*chunk)[index as usize % CHUNK] })
+}
+
+/// The table slot `index`, making its chunk if needed (entering a thread).
 fn slot_of(index: u32) -> Result<&'static AtomicPtr<Thread>, ThreadError> {
     let chunk_index = index as usize / CHUNK;
     let chunk = TABLE.chunks.get(chunk_index).ok_or(ThreadError::TooManyThreads)?;
@@ -429,8 +442,9 @@ pub(super) fn create(spec: ThreadSpec) -> Result<Arc<Thread>, ThreadError> {
 }
 
 /// The live thread with this id.
+#[inline]
 pub fn lookup(id: ThreadId) -> Option<&'static Thread> {
-    let slot = slot_of(id.0 as u32).ok()?;
+    let slot = existing_slot(id.0 as u32)?;
     let pointer = slot.load(Ordering::Acquire);
     if pointer.is_null() {
         return None;
@@ -445,7 +459,7 @@ pub fn lookup(id: ThreadId) -> Option<&'static Thread> {
 
 /// A strong reference to the live thread with this id.
 pub fn get(id: ThreadId) -> Option<Arc<Thread>> {
-    let slot = slot_of(id.0 as u32).ok()?;
+    let slot = existing_slot(id.0 as u32)?;
     crate::arch::interrupts::without(|| {
         let _table = TABLE.free.lock();
         let pointer = slot.load(Ordering::Acquire);

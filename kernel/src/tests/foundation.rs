@@ -55,7 +55,12 @@ ktest!(heap_allocates_and_frees, || {
         check_eq!(big[(1 << 20) - 1], 7);
         check!(heap::allocated_bytes() >= before + (1 << 20));
     }
-    check_eq!(heap::allocated_bytes(), before);
+    // Everything this test allocated (over 1.1 MiB) is back. The count is
+    // the whole heap's, and other CPUs may be finishing earlier tests' work
+    // meanwhile (the reaper, a thread's last switch), so allow their few
+    // hundred bytes either way.
+    let after = heap::allocated_bytes();
+    check!(after.abs_diff(before) < 4096, "heap bytes went from {before} to {after}");
     Ok(())
 });
 
