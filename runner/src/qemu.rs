@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::TestReport;
+
 /// QEMU's exit status when the kernel writes `Success` to `isa-debug-exit`.
 pub const EXIT_SUCCESS: i32 = 33;
 /// QEMU's exit status when the kernel writes `Failure`.
@@ -109,6 +111,44 @@ impl Outcome {
             Some(code) => format!("QEMU exited with status {code} (not through isa-debug-exit)"),
             None => "QEMU was killed by a signal".into(),
         }
+    }
+}
+
+impl QemuConfig {
+    /// A run of the in-kernel tests (or benchmarks) from the host tests:
+    /// `machine`, `-smp smp`, kernel command line `cmdline`, and a time-out
+    /// that only catches hangs (a full suite on 16 virtual CPUs sharing a
+    /// 2-core host with other test runs takes about a minute).
+    pub fn for_tests(machine: Machine, smp: &str, cmdline: &str) -> Self {
+        Self {
+            machine,
+            smp: smp.into(),
+            cmdline: cmdline.into(),
+            timeout: Some(Duration::from_secs(600)),
+            ..Self::default()
+        }
+    }
+
+    /// Runs it; panics (failing the host test) if QEMU cannot be run.
+    pub fn run_for_tests(&self) -> Outcome {
+        self.run().unwrap_or_else(|error| panic!("cannot run QEMU: {error}"))
+    }
+}
+
+impl Outcome {
+    /// The test report, after asserting (for host tests) that every
+    /// in-kernel test passed and the kernel exited with success; the
+    /// failure message carries the failures and the whole serial output.
+    pub fn assert_all_passed(&self) -> TestReport {
+        let report = TestReport::parse(&self.output);
+        assert!(
+            report.all_passed() && self.succeeded(),
+            "{}; failures: {:?}\n--- serial output ---\n{}",
+            self.describe(),
+            report.failures().collect::<Vec<_>>(),
+            self.output.join("\n")
+        );
+        report
     }
 }
 

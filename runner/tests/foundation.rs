@@ -3,33 +3,10 @@
 //! what QEMU was asked for, faults are reported as such, and the harness
 //! notices failures.
 
-use std::time::Duration;
-
 use orrery_runner::{Machine, Outcome, QemuConfig, TestReport};
 
 fn boot(machine: Machine, smp: &str, cmdline: &str) -> Outcome {
-    let config = QemuConfig {
-        machine,
-        smp: smp.into(),
-        cmdline: cmdline.into(),
-        // Hang detection; a full suite on 16 virtual CPUs sharing the host with
-        // the other tests takes about a minute.
-        timeout: Some(Duration::from_secs(600)),
-        ..QemuConfig::default()
-    };
-    config.run().unwrap_or_else(|error| panic!("cannot run QEMU: {error}"))
-}
-
-fn assert_all_pass(outcome: &Outcome) -> TestReport {
-    let report = TestReport::parse(&outcome.output);
-    assert!(
-        report.all_passed() && outcome.succeeded(),
-        "{}; failures: {:?}\n--- serial output ---\n{}",
-        outcome.describe(),
-        report.failures().collect::<Vec<_>>(),
-        outcome.output.join("\n")
-    );
-    report
+    QemuConfig::for_tests(machine, smp, cmdline).run_for_tests()
 }
 
 /// `(cpu, apic id, package, core, thread)` from the topology test's lines.
@@ -48,7 +25,7 @@ fn reported_cpus(outcome: &Outcome) -> Vec<(u32, u32, u32, u32, u32)> {
 #[test]
 fn every_kernel_test_passes_on_four_cpus_q35() {
     let outcome = boot(Machine::Q35, "4", "test");
-    let report = assert_all_pass(&outcome);
+    let report = outcome.assert_all_passed();
     assert!(report.outcomes.len() >= 8, "too few tests ran: {:?}", report.outcomes);
     assert_eq!(reported_cpus(&outcome).len(), 4);
 }
@@ -56,21 +33,21 @@ fn every_kernel_test_passes_on_four_cpus_q35() {
 #[test]
 fn every_kernel_test_passes_on_one_cpu() {
     let outcome = boot(Machine::Microvm, "1", "test");
-    assert_all_pass(&outcome);
+    outcome.assert_all_passed();
     assert_eq!(reported_cpus(&outcome), vec![(0, 0, 0, 0, 0)]);
 }
 
 #[test]
 fn every_kernel_test_passes_on_two_cpus() {
     let outcome = boot(Machine::Microvm, "2", "test");
-    assert_all_pass(&outcome);
+    outcome.assert_all_passed();
     assert_eq!(reported_cpus(&outcome).len(), 2);
 }
 
 #[test]
 fn smt_topology_is_found() {
     let outcome = boot(Machine::Q35, "8,sockets=1,cores=4,threads=2", "test");
-    assert_all_pass(&outcome);
+    outcome.assert_all_passed();
     let cpus = reported_cpus(&outcome);
     assert_eq!(cpus.len(), 8);
     for (cpu, apic_id, package, core, thread) in cpus {
@@ -83,7 +60,7 @@ fn smt_topology_is_found() {
 #[test]
 fn sixteen_cpus_and_two_packages() {
     let outcome = boot(Machine::Q35, "16,sockets=2,cores=8,threads=1", "test");
-    assert_all_pass(&outcome);
+    outcome.assert_all_passed();
     let cpus = reported_cpus(&outcome);
     assert_eq!(cpus.len(), 16);
     assert_eq!(cpus.iter().filter(|cpu| cpu.2 == 1).count(), 8, "8 CPUs in package 1: {cpus:?}");
@@ -112,7 +89,7 @@ fn an_unknown_test_name_is_an_error() {
 #[test]
 fn bad_command_line_words_are_reported_and_ignored() {
     let outcome = boot(Machine::Microvm, "1", "frobnicate sched=lottery test=cpus_online_with_topology");
-    assert_all_pass(&outcome);
+    outcome.assert_all_passed();
     let text = outcome.output.join("\n");
     assert!(text.contains("command line word `frobnicate`: unknown setting"), "{text}");
     assert!(text.contains("command line word `sched=lottery`: value not accepted"), "{text}");

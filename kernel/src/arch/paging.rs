@@ -398,9 +398,11 @@ impl AddressSpace {
     }
 
     /// Adjusts the owned count of the last-level table holding `entry`.
+    /// Searched from the newest record: mappings are made mostly in
+    /// ascending runs, so the table is usually the one just added.
     fn count_owned(&mut self, entry: *mut u64, delta: i32) {
         let table = (entry as u64 - PHYSMAP_BASE) & !(PAGE_SIZE - 1);
-        if let Some(record) = self.tables.iter_mut().find(|record| record.frame == table) {
+        if let Some(record) = self.tables.iter_mut().rev().find(|record| record.frame == table) {
             record.owned = record.owned.wrapping_add_signed(delta);
         }
     }

@@ -538,23 +538,22 @@ pub fn slice_expired(now: u64) {
         let (entity, must_stop) = unsafe { (*(*current).descriptor.entity.get(), (*current).must_stop()) };
         let policy = inner.policy.as_ref().expect("started");
         let ran = now.saturating_sub(inner.picked_at);
+        let slice = policy.time_slice(&entity);
         // A chain of hand-offs shares one slice: once it is used up, anyone
         // queued here gets the CPU, however little each link ran.
-        let slice_over = now.saturating_sub(inner.slice_started) >= policy.time_slice(&entity) && !policy.is_empty();
+        let slice_over = now.saturating_sub(inner.slice_started) >= slice && !policy.is_empty();
         // Futures left ready when the dispatcher's last turn ran out of
         // budget: a thread alone here would otherwise run slice after slice
         // (nothing queued to preempt it for) while they wait.
         let futures_waiting = cpu.futures.load(Ordering::Relaxed);
         if must_stop || slice_over || futures_waiting || policy.should_preempt(&entity, ran) {
             cpu.need_resched.store(true, Ordering::Relaxed);
-            // The switch arms the next slice. Should the request not be
-            // acted on (the thread is inside a critical section that ends
-            // later), the tick comes again after another slice to ask anew.
-            time::set_slice_deadline(now + policy.time_slice(&entity));
-        } else {
-            // Nobody to run instead: another slice.
-            time::set_slice_deadline(now + policy.time_slice(&entity));
         }
+        // Another slice: if nobody is to run instead, this thread's; if a
+        // switch was asked for, the switch arms the next thread's, and should
+        // the request not be acted on yet (the thread is inside a critical
+        // section that ends later), the tick comes again to ask anew.
+        time::set_slice_deadline(now + slice);
     }
     cpu.unlock();
 }
