@@ -179,7 +179,13 @@ pub fn init() {
 /// and the handler, finding the slice not over, arms the right time. So a
 /// burst of switches (yields, wake-ups) costs no timer write each.
 pub fn set_slice_deadline(deadline: u64) {
-    let cpu = this();
+    set_slice_deadline_on(cpu_index(), deadline);
+}
+
+/// [`set_slice_deadline`] for a caller that knows it runs on CPU `here`.
+#[inline]
+pub(crate) fn set_slice_deadline_on(here: usize, deadline: u64) {
+    let cpu = &CPUS[here];
     cpu.slice_deadline.store(deadline, Ordering::Relaxed);
     if deadline < cpu.armed.load(Ordering::Relaxed) {
         rearm(cpu);

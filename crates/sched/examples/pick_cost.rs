@@ -9,9 +9,9 @@
 //! others are queued. A `separate` step (the default) is what a kernel does
 //! with the basic calls: `pick_next`, then `time_slice` and `should_preempt`
 //! for the picked entity, then `charge` and `enqueue` (for the given reason,
-//! `preempted` by default) when it stops. A `combined` step does the last
-//! three in one [`Policy::requeue_and_pick`] call, after `time_slice` and
-//! `should_preempt`.
+//! `preempted` by default) when it stops. A `combined` step makes one
+//! [`Policy::requeue_and_pick`] call, which charges, enqueues, picks and
+//! gives the picked entity's time slice, after `should_preempt`.
 //!
 //! The queue is filled and then put through one warm-up step per entity (at
 //! most 100,000), so the measured steps see a settled tree. Only the
@@ -90,7 +90,7 @@ fn step(policy: &mut dyn Policy, why: EnqueueReason) {
 }
 
 fn combined_step(policy: &mut dyn Policy, running: &mut Entity, why: EnqueueReason) {
-    ask(policy, running);
+    black_box(should_preempt(policy, running, black_box(ASKED_AFTER_TSC)));
     requeue_and_pick(policy, running, black_box(RAN_TSC), why);
 }
 

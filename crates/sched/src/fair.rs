@@ -27,8 +27,8 @@ use alloc::vec::Vec;
 
 use crate::entity::{DEFAULT_WEIGHT, Entity, ThreadId};
 use crate::policy::{
-    Accounting, CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, Policy, PolicyKind, RequeueError,
-    STEAL_SCAN_LIMIT, Token, next_instance,
+    Accounting, CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, Picked, Policy, PolicyKind,
+    RequeueError, STEAL_SCAN_LIMIT, Token, next_instance,
 };
 use crate::rbtree::{PopFallback, Popped, Queue, Requeued};
 
@@ -227,6 +227,28 @@ impl Fair {
         self.min_vruntime.wrapping_add(lag as u64)
     }
 
+    /// [`Policy::time_slice`], inlined into `requeue_and_pick`.
+    #[inline(always)]
+    fn slice_of(&self, entity: &Entity) -> u64 {
+        // Linux's sched_slice: the period stretches so that nobody's share
+        // falls below the granularity, then is split by weight.
+        let weight = u64::from(entity.effective_weight());
+        let total_weight = self.queued_weight + weight;
+        let runnable = self.queue.len() as u64 + 1;
+        let granularity = self.config.min_granularity_tsc;
+        let period = self.config.slice_tsc.max(runnable.saturating_mul(granularity));
+        // A 64-bit product and division are a few instructions where the
+        // 128-bit ones are a call of forty; the product fits whenever the
+        // period is below 2^64 / weight, which covers every sane slice.
+        let slice = match period.checked_mul(weight) {
+            Some(product) => product / total_weight,
+            None => {
+                (u128::from(period) * u128::from(weight) / u128::from(total_weight)).min(u128::from(u64::MAX)) as u64
+            }
+        };
+        slice.max(granularity)
+    }
+
     /// `enqueue` where the entity does not simply go behind everybody into a
     /// free slot: a descent, an empty queue, or growth.
     #[inline(never)]
@@ -320,7 +342,7 @@ impl Policy for Fair {
         running: &mut Entity,
         ran_tsc: u64,
         why: EnqueueReason,
-    ) -> Result<Option<Token>, RequeueError> {
+    ) -> Result<Picked, RequeueError> {
         self.charge_inline(running, ran_tsc);
         let vruntime = self.placed_vruntime(running.lag, why);
         let queued = || Queued::of(running);
@@ -331,36 +353,23 @@ impl Policy for Fair {
                 self.advance_to(next_vruntime);
                 running.lag = self.lag_of(vruntime);
                 running.switches = running.switches.wrapping_add(1);
-                Ok(None)
+                Ok(Picked { queued: None, slice: self.slice_of(running) })
             }
             Requeued::Swapped { left, slot, generation } => {
                 self.queued_weight =
                     self.queued_weight + u64::from(running.effective_weight()) - left.value.effective_weight();
                 self.advance_to(left.next_vruntime);
                 *running = left.value.leave(self.lag_of(left.vruntime), 1);
-                Ok(Some(Token { instance: self.instance, slot, generation }))
+                Ok(Picked {
+                    queued: Some(Token { instance: self.instance, slot, generation }),
+                    slice: self.slice_of(running),
+                })
             }
         }
     }
 
     fn time_slice(&self, entity: &Entity) -> u64 {
-        // Linux's sched_slice: the period stretches so that nobody's share
-        // falls below the granularity, then is split by weight.
-        let weight = u64::from(entity.effective_weight());
-        let total_weight = self.queued_weight + weight;
-        let runnable = self.queue.len() as u64 + 1;
-        let granularity = self.config.min_granularity_tsc;
-        let period = self.config.slice_tsc.max(runnable.saturating_mul(granularity));
-        // A 64-bit product and division are a few instructions where the
-        // 128-bit ones are a call of forty; the product fits whenever the
-        // period is below 2^64 / weight, which covers every sane slice.
-        let slice = match period.checked_mul(weight) {
-            Some(product) => product / total_weight,
-            None => {
-                (u128::from(period) * u128::from(weight) / u128::from(total_weight)).min(u128::from(u64::MAX)) as u64
-            }
-        };
-        slice.max(granularity)
+        self.slice_of(entity)
     }
 
     fn should_preempt(&self, entity: &Entity, ran_tsc: u64) -> bool {

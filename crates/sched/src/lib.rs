@@ -40,7 +40,7 @@ mod round_robin;
 pub use entity::{DEFAULT_WEIGHT, Entity, ThreadId};
 pub use fair::Fair;
 pub use policy::{
-    Accounting, CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, MAX_SLICE_TSC, Policy, PolicyKind,
-    RequeueError, STEAL_SCAN_LIMIT, Token, new_policy,
+    Accounting, CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, MAX_SLICE_TSC, Picked, Policy,
+    PolicyKind, RequeueError, STEAL_SCAN_LIMIT, Token, new_policy,
 };
 pub use round_robin::RoundRobin;

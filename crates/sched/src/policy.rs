@@ -97,55 +97,58 @@ pub trait Policy: Send {
     fn charge(&mut self, entity: &mut Entity, ran_tsc: u64);
 
     /// The whole of a preemption or a yield in one call: charges the
-    /// `running` entity `ran_tsc`, enqueues it for `why`, and picks the entity
-    /// to run next into `*running`. The same decisions, lags and counts as
-    /// [`charge`](Policy::charge), then [`enqueue`](Policy::enqueue), then
-    /// [`pick_next`](Policy::pick_next); only tokens may differ.
+    /// `running` entity `ran_tsc`, enqueues it for `why`, picks the entity
+    /// to run next into `*running`, and says how long that one may run. The
+    /// same decisions, lags and counts as [`charge`](Policy::charge), then
+    /// [`enqueue`](Policy::enqueue), then [`pick_next`](Policy::pick_next),
+    /// then [`time_slice`](Policy::time_slice) of the picked entity; only
+    /// tokens may differ.
     ///
-    /// - `Ok(None)`: the entity that was running was picked right back (it
-    ///   is still the one that should run: nothing else is queued, or it is
-    ///   still first in line). `*running` is it, charged and picked
-    ///   (`switches` counted, `lag` relative). It is not queued and no token
-    ///   was issued: the kernel switches to nobody.
-    /// - `Ok(Some(token))`: another entity runs next and is in `*running`;
-    ///   the one that was running is queued under `token`.
+    /// - `Ok(Picked { queued: None, .. })`: the entity that was running was
+    ///   picked right back (it is still the one that should run: nothing else
+    ///   is queued, or it is still first in line). `*running` is it, charged
+    ///   and picked (`switches` counted, `lag` relative). It is not queued
+    ///   and no token was issued: the kernel switches to nobody.
+    /// - `Ok(Picked { queued: Some(token), .. })`: another entity runs next
+    ///   and is in `*running`; the one that was running is queued under
+    ///   `token`.
     /// - `Err(error)`: it could not be queued (see `enqueue`); `*running` is
     ///   it, charged, and nothing was picked.
     ///
     /// [`Fair`] and [`RoundRobin`] do this in one pass without queuing the
     /// entity when it would be picked right back, reuse the slot of the
     /// entity they pick for the one they queue, and so never allocate and
-    /// never fail. The default implementation makes the three calls and
+    /// never fail. The default implementation makes the four calls and
     /// tells the two outcomes apart by `id`, which the kernel keeps unique
     /// among the entities of one policy (one entity per thread).
     ///
-    /// The result is 16 bytes, returned in two registers: the error is
-    /// [`RequeueError`], the cause without the entity (`*running` still holds
-    /// it) or counts.
+    /// The error is [`RequeueError`], the cause without the entity
+    /// (`*running` still holds it) or counts.
     fn requeue_and_pick(
         &mut self,
         running: &mut Entity,
         ran_tsc: u64,
         why: EnqueueReason,
-    ) -> Result<Option<Token>, RequeueError> {
+    ) -> Result<Picked, RequeueError> {
         self.charge(running, ran_tsc);
         let token = self.enqueue(*running, why).map_err(|error| RequeueError::from(error.cause))?;
-        match self.pick_next() {
+        let queued = match self.pick_next() {
             Some(next) => {
                 let same = next.id == running.id;
                 *running = next;
-                Ok(if same { None } else { Some(token) })
+                if same { None } else { Some(token) }
             }
             // Only a policy that loses what it was just given gets here:
             // take the entity back rather than have it both run and wait.
             None => match self.remove(token) {
                 Some(entity) => {
                     *running = Entity { switches: entity.switches.wrapping_add(1), ..entity };
-                    Ok(None)
+                    None
                 }
-                None => Ok(Some(token)),
+                None => Some(token),
             },
-        }
+        };
+        Ok(Picked { queued, slice: self.time_slice(running) })
     }
 
     /// How long the running `entity` may run before it is preempted, in TSC
@@ -422,9 +425,21 @@ impl fmt::Display for EnqueueError {
 
 impl core::error::Error for EnqueueError {}
 
+/// What [`Policy::requeue_and_pick`] did: whether the entity that was
+/// running was queued (and under which token), and the time slice of the
+/// entity that runs next, in TSC ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Picked {
+    /// `None`: the entity that was running runs on. `Some`: it is queued
+    /// under this token, and another entity runs next.
+    pub queued: Option<Token>,
+    /// [`Policy::time_slice`] of the entity that runs next, as the queue
+    /// stands after the call: the kernel arms its timer with it.
+    pub slice: u64,
+}
+
 /// [`Policy::requeue_and_pick`] could not queue the entity that was running;
-/// it is still in `*running`, charged. A [`CapacityError`] without its count,
-/// so that the call's result fits in two registers.
+/// it is still in `*running`, charged. A [`CapacityError`] without its count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequeueError {
     /// More entities than a policy can index.

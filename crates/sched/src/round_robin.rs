@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 
 use crate::entity::Entity;
 use crate::policy::{
-    CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, MAX_SLOTS, Policy, PolicyKind, RequeueError,
-    STEAL_SCAN_LIMIT, Token, next_instance, try_reserve_slots,
+    CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, MAX_SLOTS, Picked, Policy, PolicyKind,
+    RequeueError, STEAL_SCAN_LIMIT, Token, next_instance, try_reserve_slots,
 };
 
 const NIL: u32 = u32::MAX;
@@ -198,7 +198,7 @@ impl Policy for RoundRobin {
         running: &mut Entity,
         ran_tsc: u64,
         _why: EnqueueReason,
-    ) -> Result<Option<Token>, RequeueError> {
+    ) -> Result<Picked, RequeueError> {
         // `charge`, but for the lag: level whoever ends up in `*running`.
         let (sum, carried) = running.sum_exec_tsc.overflowing_add(ran_tsc);
         running.sum_exec_tsc = if carried {
@@ -212,7 +212,7 @@ impl Policy for RoundRobin {
             // Alone: it would be queued and picked right back.
             running.lag = 0;
             running.switches = running.switches.wrapping_add(1);
-            return Ok(None);
+            return Ok(Picked { queued: None, slice: self.config.slice_tsc });
         };
         // The head runs; the running entity takes over its slot, which
         // moves to the tail. (The lag it leaves there means nothing: round
@@ -233,7 +233,10 @@ impl Policy for RoundRobin {
         }
         running.lag = 0;
         running.switches = running.switches.wrapping_add(1);
-        Ok(Some(Token { instance: self.instance, slot: head, generation }))
+        Ok(Picked {
+            queued: Some(Token { instance: self.instance, slot: head, generation }),
+            slice: self.config.slice_tsc,
+        })
     }
 
     fn time_slice(&self, _entity: &Entity) -> u64 {

@@ -547,7 +547,9 @@ proptest! {
                     Step::Requeue { ran_tsc, why } => match side.running.as_mut() {
                         Some(running) if index == 0 => {
                             let id = running.id;
-                            match side.policy.requeue_and_pick(running, ran_tsc, why).unwrap() {
+                            let picked = side.policy.requeue_and_pick(running, ran_tsc, why).unwrap();
+                            prop_assert_eq!(picked.slice, side.policy.time_slice(running));
+                            match picked.queued {
                                 None => prop_assert_eq!(running.id, id),
                                 Some(token) => {
                                     prop_assert_ne!(running.id, id);

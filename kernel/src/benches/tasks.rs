@@ -115,6 +115,26 @@ kbench!(yield_across_spaces, |context| {
     ))
 });
 
+kbench!(yield_round_robin, |context| {
+    // The same ping-pong with CPU 0 under round robin: the policy's share
+    // of a yield is a list rotation instead of a tree re-insert.
+    let before = task::scheduler::policy_of(0);
+    task::scheduler::set_policy(0, PolicyKind::RoundRobin).map_err(|e| format!("{e}"))?;
+    let ticks = yield_ping_pong(false);
+    task::scheduler::set_policy(0, before).map_err(|e| format!("{e}"))?;
+    Ok(context.per_operation(
+        ticks?,
+        1,
+        format!(
+            "as yield_same_space with CPU 0 under the round-robin policy; {}",
+            privileged(&[
+                "pushfq/cli/sti (interrupt masking)",
+                "one-shot timer write (xAPIC MMIO; WRMSR with TSC-deadline)"
+            ])
+        ),
+    ))
+});
+
 kbench!(yield_fpu, |context| {
     let ticks = yield_ping_pong_with(false, true)?;
     Ok(context.per_operation(

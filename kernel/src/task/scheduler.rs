@@ -29,7 +29,7 @@ use core::{
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering, fence},
 };
 
-use orrery_sched::{Config, EnqueueReason, Entity, Policy, PolicyKind, placement};
+use orrery_sched::{Config, EnqueueReason, Entity, Picked, Policy, PolicyKind, placement};
 
 use super::{
     thread::{self, Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
@@ -509,8 +509,9 @@ pub fn block_and_switch_to(target: &Thread) -> HandOff {
     policy.charge(unsafe { &mut *me.descriptor.entity.get() }, now.saturating_sub(inner.picked_at));
     inner.picked_at = now;
     cpu.current.store((target as *const Thread).cast_mut(), Ordering::Relaxed);
-    cpu.switches.fetch_add(1, Ordering::Relaxed);
-    cpu.hand_offs.fetch_add(1, Ordering::Relaxed);
+    // Only this CPU counts (under its lock): no locked adds.
+    cpu.switches.store(cpu.switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    cpu.hand_offs.store(cpu.hand_offs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     trace::record(EventKind::Block, me.id().0, target.id().0);
     if target.descriptor.page_table_root != me.descriptor.page_table_root {
         // SAFETY: the target's address space lives while its task has live
@@ -619,7 +620,10 @@ pub fn exit_current() -> ! {
 /// the next, switch.
 pub fn schedule(why: Switch) {
     let saved = interrupts::save_and_disable();
-    let cpu = this_cpu();
+    // The CPU this runs on until the switch (read once: each read is a
+    // GS-relative load and a bounds check).
+    let here = cpu_index();
+    let cpu = &CPUS[here];
     assert!(
         cpu.preempt_count.load(Ordering::Relaxed) == 0 || why == Switch::Preempt,
         "schedule({why:?}) inside a critical section"
@@ -639,11 +643,13 @@ pub fn schedule(why: Switch) {
     // The common case, a yield or preemption of a thread that may stay
     // here: one call charges it, queues it and picks the next.
     let mut picked: Option<&Thread> = None;
+    // The slice the policy gave the thread it picked in that one call.
+    let mut picked_slice: Option<u64> = None;
     if !is_dispatcher
         && !to_dispatcher
         && matches!(why, Switch::Yield | Switch::Preempt)
         && !previous.must_stop()
-        && previous.descriptor.allowed().contains(cpu_index())
+        && previous.descriptor.allowed().contains(here)
     {
         let policy = inner.policy.as_mut().expect("started");
         let reason = if why == Switch::Yield { EnqueueReason::Yielded } else { EnqueueReason::Preempted };
@@ -651,12 +657,13 @@ pub fn schedule(why: Switch) {
         let running = unsafe { &mut *previous.descriptor.entity.get() };
         let mut entity = *running;
         match policy.requeue_and_pick(&mut entity, now.saturating_sub(inner.picked_at), reason) {
-            Ok(None) => {
+            Ok(Picked { queued: None, slice }) => {
                 // Still first: it runs on.
                 *running = entity;
                 picked = Some(previous);
+                picked_slice = Some(slice);
             }
-            Ok(Some(token)) => {
+            Ok(Picked { queued: Some(token), slice }) => {
                 // SAFETY: as above; `previous` is queued under `token` now and
                 // the entity handed back is the next thread's.
                 unsafe { *previous.descriptor.token.get() = Some(token) };
@@ -671,6 +678,7 @@ pub fn schedule(why: Switch) {
                         *next.descriptor.token.get() = None;
                     }
                     picked = Some(next);
+                    picked_slice = Some(slice);
                 }
             }
             Err(_) => unreachable!("the built-in policies requeue without failing"),
@@ -685,10 +693,10 @@ pub fn schedule(why: Switch) {
         }
         match why {
             Switch::Yield | Switch::Preempt => {
-                if previous.descriptor.allowed().contains(cpu_index()) {
+                if previous.descriptor.allowed().contains(here) {
                     let reason = if why == Switch::Yield { EnqueueReason::Yielded } else { EnqueueReason::Preempted };
                     // SAFETY: lock held; the running thread is ours.
-                    unsafe { enqueue_locked(cpu, cpu_index(), previous, reason) };
+                    unsafe { enqueue_locked(cpu, here, previous, reason) };
                 } else {
                     // Its affinity moved away from this CPU: park it and let
                     // the next thread place it once its context is saved.
@@ -737,9 +745,12 @@ pub fn schedule(why: Switch) {
         inner.slice_started = now;
         if !is_dispatcher {
             // It runs on: a fresh slice, or nothing would preempt it again.
-            let policy = inner.policy.as_ref().expect("started");
-            // SAFETY: the running thread's entity belongs to this CPU's lock.
-            time::set_slice_deadline(now + policy.time_slice(unsafe { &*previous.descriptor.entity.get() }));
+            let slice = picked_slice.unwrap_or_else(|| {
+                let policy = inner.policy.as_ref().expect("started");
+                // SAFETY: the running thread's entity belongs to this CPU's lock.
+                policy.time_slice(unsafe { &*previous.descriptor.entity.get() })
+            });
+            time::set_slice_deadline_on(here, now + slice);
         }
         cpu.unlock();
         super::reaper::kick_if_pending();
@@ -750,7 +761,7 @@ pub fn schedule(why: Switch) {
         return;
     }
     next.descriptor.set_state(ThreadState::Running);
-    next.descriptor.cpu.store(cpu_index() as u32, Ordering::Relaxed);
+    next.descriptor.cpu.store(here as u32, Ordering::Relaxed);
     inner.picked_at = now;
     inner.slice_started = now;
     cpu.current.store((next as *const Thread).cast_mut(), Ordering::Relaxed);
@@ -760,26 +771,26 @@ pub fn schedule(why: Switch) {
     let dispatcher = unsafe { &*inner.dispatcher };
     let from_stack = if previous.kind == ThreadKind::User { dispatcher } else { previous };
     let to_stack = if next.kind == ThreadKind::User { dispatcher } else { next };
-    cpu.switches.fetch_add(1, Ordering::Relaxed);
+    // Only this CPU counts its switches (under its lock): no locked add.
+    cpu.switches.store(cpu.switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let slice_end = if core::ptr::eq(next, inner.dispatcher) {
         u64::MAX
     } else {
-        let policy = inner.policy.as_ref().expect("started");
-        // SAFETY: `next` was just picked here; its entity is ours.
-        now + policy.time_slice(unsafe { &*next.descriptor.entity.get() })
+        now + picked_slice.unwrap_or_else(|| {
+            let policy = inner.policy.as_ref().expect("started");
+            // SAFETY: `next` was just picked here; its entity is ours.
+            policy.time_slice(unsafe { &*next.descriptor.entity.get() })
+        })
     };
-    time::set_slice_deadline(slice_end);
-    trace::record(
-        if why == Switch::Preempt {
-            EventKind::Preempt
-        } else if why == Switch::Block {
-            EventKind::Block
-        } else {
-            EventKind::Switch
-        },
-        previous.id().0,
-        next.id().0,
-    );
+    time::set_slice_deadline_on(here, slice_end);
+    if trace::is_enabled() {
+        let kind = match why {
+            Switch::Preempt => EventKind::Preempt,
+            Switch::Block => EventKind::Block,
+            Switch::Yield | Switch::Exit => EventKind::Switch,
+        };
+        trace::record(kind, previous.id().0, next.id().0);
+    }
     if next.descriptor.page_table_root != previous.descriptor.page_table_root {
         // SAFETY: the next thread's address space lives while its task has
         // live threads; the kernel half maps this code and both stacks;
