@@ -63,6 +63,9 @@ struct CpuTime {
     /// Futures' timers, earliest first; as `timers`.
     waker_timers: UnsafeCell<BinaryHeap<Reverse<WakerTimer>>>,
     waker_sequence: AtomicU64,
+    /// `timers`' length at which `add_timer` next purges timers that can
+    /// no longer wake anything; as `timers`.
+    purge_at: UnsafeCell<usize>,
     slice_deadline: AtomicU64,
     periodic_tsc: AtomicU64,
     periodic_next: AtomicU64,
@@ -79,6 +82,7 @@ static CPUS: [CpuTime; MAX_CPUS] = [const {
         timers: UnsafeCell::new(BinaryHeap::new()),
         waker_timers: UnsafeCell::new(BinaryHeap::new()),
         waker_sequence: AtomicU64::new(0),
+        purge_at: UnsafeCell::new(PURGE_SLACK),
         slice_deadline: AtomicU64::new(u64::MAX),
         periodic_tsc: AtomicU64::new(0),
         periodic_next: AtomicU64::new(u64::MAX),
@@ -196,13 +200,27 @@ pub(crate) fn set_slice_deadline_on(here: usize, deadline: u64) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfMemory;
 
+/// Sleep timers beyond twice the live ones before `add_timer` purges.
+const PURGE_SLACK: usize = 32;
+
 /// Queues a sleep timer on this CPU: at `deadline`, wake `thread` if it is
 /// still in wait number `generation`. Fails only when memory is exhausted.
+///
+/// A timer whose thread was woken early, or killed, stays queued until its
+/// deadline and then does nothing. So that such timers (a far deadline, a
+/// loop of early wake-ups, sleeping processes killed) cannot pile up, the
+/// queue is purged of them whenever it reaches twice its length after the
+/// last purge plus [`PURGE_SLACK`]: it never holds more than about twice the
+/// live timers, and the purge costs amortised O(1) per timer.
 pub fn add_timer(deadline: u64, thread: ThreadId, generation: u64) -> Result<(), OutOfMemory> {
     interrupts::without(|| {
         let cpu = this();
         // SAFETY: own CPU, interrupts off.
-        let timers = unsafe { &mut *cpu.timers.get() };
+        let (timers, purge_at) = unsafe { (&mut *cpu.timers.get(), &mut *cpu.purge_at.get()) };
+        if timers.len() >= *purge_at {
+            timers.retain(|Reverse(timer)| task::scheduler::timer_is_live(ThreadId(timer.thread), timer.generation));
+            *purge_at = 2 * timers.len() + PURGE_SLACK;
+        }
         timers.try_reserve(1).map_err(|_| OutOfMemory)?;
         timers.push(Reverse(Timer { deadline, thread: thread.0, generation }));
         rearm(cpu);
@@ -210,18 +228,52 @@ pub fn add_timer(deadline: u64, thread: ThreadId, generation: u64) -> Result<(),
     })
 }
 
+/// Names a queued future's timer, to cancel it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WakerTimerKey {
+    cpu: usize,
+    sequence: u64,
+}
+
 /// Queues a future's timer on this CPU: at `deadline`, wake `waker` (from
 /// the timer interrupt). Fails only when memory is exhausted.
-pub fn add_waker_timer(deadline: u64, waker: Waker) -> Result<(), OutOfMemory> {
+pub fn add_waker_timer(deadline: u64, waker: Waker) -> Result<WakerTimerKey, OutOfMemory> {
     interrupts::without(|| {
-        let cpu = this();
+        let here = cpu_index();
+        let cpu = &CPUS[here];
         // SAFETY: own CPU, interrupts off.
         let timers = unsafe { &mut *cpu.waker_timers.get() };
         timers.try_reserve(1).map_err(|_| OutOfMemory)?;
         let sequence = cpu.waker_sequence.fetch_add(1, Ordering::Relaxed);
         timers.push(Reverse(WakerTimer { deadline, sequence, waker }));
         rearm(cpu);
-        Ok(())
+        Ok(WakerTimerKey { cpu: here, sequence })
+    })
+}
+
+/// Takes a future's timer off its queue before it fires, dropping its
+/// waker. Only the CPU that queued it can (its queue has no lock); on any
+/// other CPU this does nothing and returns false, and the timer fires at its
+/// deadline with a spurious wake-up. Also false if it already fired.
+pub fn cancel_waker_timer(key: WakerTimerKey) -> bool {
+    interrupts::without(|| {
+        if key.cpu != cpu_index() {
+            return false;
+        }
+        // SAFETY: own CPU, interrupts off. The removed timer's waker is
+        // dropped after the borrow of the queue ends (dropping it may drop a
+        // future that cancels its own timer).
+        let removed = unsafe {
+            let timers = &mut *CPUS[key.cpu].waker_timers.get();
+            let mut entries = core::mem::take(timers).into_vec();
+            let removed = entries
+                .iter()
+                .position(|Reverse(timer)| timer.sequence == key.sequence)
+                .map(|index| entries.swap_remove(index));
+            *timers = BinaryHeap::from(entries);
+            removed
+        };
+        removed.is_some()
     })
 }
 
@@ -249,4 +301,10 @@ pub fn last_entry_tsc(cpu: usize) -> u64 {
 pub fn pending_timers() -> usize {
     // SAFETY: own CPU, interrupts off.
     interrupts::without(|| unsafe { (*this().timers.get()).len() })
+}
+
+/// Futures' timers queued on this CPU (for tests).
+pub fn pending_waker_timers() -> usize {
+    // SAFETY: own CPU, interrupts off.
+    interrupts::without(|| unsafe { (*this().waker_timers.get()).len() })
 }

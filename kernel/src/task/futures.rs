@@ -119,20 +119,41 @@ pub fn block_on<F: Future>(future: F) -> Option<F::Output> {
 }
 
 /// A future that completes at a TSC deadline (a timer on the CPU that
-/// polls it).
+/// polls it). Dropped before its deadline, it takes its timer back, so
+/// futures that race a far deadline against something else do not leave
+/// timers (and the wakers they hold) queued.
 pub struct Sleep {
     deadline: u64,
-    armed_for: Option<Waker>,
+    armed: Option<(Waker, time::WakerTimerKey)>,
 }
 
 /// Completes at `deadline_tsc`.
 pub fn sleep_until(deadline_tsc: u64) -> Sleep {
-    Sleep { deadline: deadline_tsc, armed_for: None }
+    Sleep { deadline: deadline_tsc, armed: None }
 }
 
 /// Completes `nanos` nanoseconds from now.
 pub fn sleep_for_nanos(nanos: u64) -> Sleep {
     sleep_until(tsc::now() + tsc::nanos_to_ticks(nanos))
+}
+
+impl Sleep {
+    /// Cancels the queued timer if it has not fired yet.
+    fn disarm(&mut self) {
+        if let Some((_, key)) = self.armed.take()
+            && tsc::now() < self.deadline
+        {
+            // On another CPU than the one that queued it this does nothing:
+            // the timer then fires once, spuriously.
+            let _ = time::cancel_waker_timer(key);
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.disarm();
+    }
 }
 
 impl Future for Sleep {
@@ -143,15 +164,18 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         // One timer per waker: a poll with the same waker (a spurious
-        // wake-up) does not queue another.
-        if self.armed_for.as_ref().is_none_or(|armed| !armed.will_wake(context.waker())) {
-            if time::add_waker_timer(self.deadline, context.waker().clone()).is_err() {
-                // No memory for a timer: poll again soon rather than sleep
-                // for ever.
-                context.waker().wake_by_ref();
-                return Poll::Pending;
+        // wake-up) does not queue another; one with a new waker replaces it.
+        if self.armed.as_ref().is_none_or(|(armed, _)| !armed.will_wake(context.waker())) {
+            self.disarm();
+            match time::add_waker_timer(self.deadline, context.waker().clone()) {
+                Ok(key) => self.armed = Some((context.waker().clone(), key)),
+                Err(time::OutOfMemory) => {
+                    // No memory for a timer: poll again soon rather than
+                    // sleep for ever.
+                    context.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
             }
-            self.armed_for = Some(context.waker().clone());
         }
         Poll::Pending
     }

@@ -423,6 +423,18 @@ pub fn wake_timer(id: ThreadId, generation: u64) {
     }
 }
 
+/// Whether a sleep timer for wait number `generation` of thread `id` can
+/// still wake anything: the thread exists, is in that wait, and has not been
+/// woken from it. A timer that cannot is only memory (see
+/// `time::add_timer`'s purge).
+/// Looks the thread up as [`wake_timer`] does.
+pub fn timer_is_live(id: ThreadId, generation: u64) -> bool {
+    thread::lookup(id).is_some_and(|thread| {
+        thread.wait_generation.load(Ordering::Acquire) == generation
+            && matches!(thread.descriptor.state(), ThreadState::Blocking | ThreadState::Blocked)
+    })
+}
+
 /// What [`block_and_switch_to`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandOff {

@@ -3,7 +3,11 @@
 //! not starve them, cancelled ones are dropped, kernel threads wait for them.
 
 use alloc::{format, sync::Arc, vec::Vec};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::{
+    future::Future,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    task::Poll,
+};
 
 use crate::{
     arch::{cpu_index, smp, tsc},
@@ -13,6 +17,7 @@ use crate::{
         futures::{self, Cancelled, Signal},
         scheduler,
     },
+    time,
 };
 
 /// Pins the calling test thread where it runs and returns another CPU (the
@@ -155,6 +160,28 @@ ktest!(futures_are_woken_from_other_cpus, || {
         .map_err(|e| format!("{e:?}"))?
         .join();
     check_eq!(futures::block_on(handle), Some(Ok(cpu)));
+    Ok(())
+});
+
+ktest!(dropped_sleeps_take_their_timers_back, || {
+    // Sleeps with a far deadline, each polled once (which queues its timer)
+    // and dropped: the timers, and the wakers they hold, must go with them.
+    const SLEEPS: usize = 300;
+    let cpu = other_cpu();
+    let handle = futures::spawn_on(cpu, async move {
+        let before = time::pending_waker_timers();
+        let far = tsc::now() + tsc::hz() * 3600;
+        let mut pending = 0;
+        for _ in 0..SLEEPS {
+            let mut sleep = core::pin::pin!(futures::sleep_until(far));
+            let polled = core::future::poll_fn(|context| Poll::Ready(sleep.as_mut().poll(context))).await;
+            pending += usize::from(polled.is_pending());
+        }
+        (pending, before, time::pending_waker_timers())
+    });
+    let (pending, before, after) = futures::block_on(handle).ok_or("killed")?.map_err(|e| format!("{e:?}"))?;
+    check_eq!(pending, SLEEPS, "a sleep with a far deadline was ready");
+    check!(after <= before, "{} timers left queued by {SLEEPS} dropped sleeps", after.saturating_sub(before));
     Ok(())
 });
 

@@ -215,6 +215,41 @@ ktest!(wait_queue_wakes_one_and_all, || {
     Ok(())
 });
 
+ktest!(early_wake_ups_do_not_pile_up_timers, || {
+    // A thread waits 1000 times with a far deadline and is woken early each
+    // time: the timer of each wait can no longer wake anything, and the
+    // CPU's timer queue must not keep them all until the deadline.
+    static QUEUE: WaitQueue = WaitQueue::new();
+    const WAITS: usize = 1000;
+    let cpu = other_cpu();
+    let done = Arc::new(AtomicBool::new(false));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (finished, largest) = (done.clone(), most.clone());
+    let sleeper = Builder::new("sleeper")
+        .cpus(CpuSet::only(cpu))
+        .spawn(move || {
+            let far = tsc::now() + tsc::hz() * 3600;
+            for _ in 0..WAITS {
+                let _ = QUEUE.wait(Some(far));
+                largest.fetch_max(crate::time::pending_timers(), Ordering::SeqCst);
+            }
+            finished.store(true, Ordering::SeqCst);
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    let deadline = tsc::now() + millis(60_000);
+    while !done.load(Ordering::SeqCst) && tsc::now() < deadline {
+        if !QUEUE.wake_one() {
+            task::yield_now();
+        }
+    }
+    check!(done.load(Ordering::SeqCst), "the sleeper did not finish its waits");
+    check_eq!(sleeper.join(), ExitStatus::Exited(0));
+    let most = most.load(Ordering::SeqCst);
+    crate::println!("ktest-info: {WAITS} early-woken waits: at most {most} sleep timers queued on cpu{cpu}");
+    check!(most < 100, "stale sleep timers piled up: {most} queued after {WAITS} early wake-ups");
+    Ok(())
+});
+
 ktest!(no_lost_wakeups_across_cpus, || {
     // Pairs of threads on different CPUs hand a token back and forth
     // through a flag under a lock and a wait queue; a lost wake-up leaves
