@@ -198,6 +198,17 @@ impl Process {
         Self::create_inner(program, "supervisor", 0, 0, true)
     }
 
+    /// Creates a process with the supervisor's rights (it may list the
+    /// images and create processes from them) under another name: for
+    /// tests that exercise those calls from a second process.
+    pub fn create_with_supervisor_rights(
+        program: Arc<Program>,
+        name: &str,
+        argument: u64,
+    ) -> Result<Arc<Self>, CreateError> {
+        Self::create_inner(program, name, 0, argument, true)
+    }
+
     fn create_inner(
         program: Arc<Program>,
         name: &str,
@@ -616,6 +627,23 @@ pub fn dump_processes() {
             process.thread()
         );
     }
+}
+
+/// Every live process descended from process `id` (its children, theirs,
+/// and so on), for tests that clean up after a process tree.
+pub fn descendants_of(id: u64) -> Vec<Arc<Process>> {
+    let all: Vec<Arc<Process>> = REGISTRY.lock().iter().filter_map(alloc::sync::Weak::upgrade).collect();
+    let mut found: Vec<Arc<Process>> = Vec::new();
+    let mut parents = alloc::vec![id];
+    while let Some(parent) = parents.pop() {
+        for process in all.iter().filter(|process| process.parent == parent) {
+            if !found.iter().any(|known| Arc::ptr_eq(known, process)) {
+                parents.push(process.id);
+                found.push(process.clone());
+            }
+        }
+    }
+    found
 }
 
 /// Processes not yet dropped (for tests).

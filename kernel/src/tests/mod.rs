@@ -3,5 +3,6 @@
 
 mod foundation;
 mod futures;
+mod fuzz;
 mod processes;
 mod tasks;

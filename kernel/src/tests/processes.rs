@@ -329,46 +329,74 @@ fn create_kill_cycles(count: usize) -> Result<(), alloc::string::String> {
     Ok(())
 }
 
+/// What the leak tests compare before and after a workload: free frames,
+/// the frames the heap and the kernel's page tables hold as capacity, live
+/// heap allocations and process records.
+pub(super) struct Baseline {
+    frames: u64,
+    capacity: u64,
+    allocations: usize,
+    live: u64,
+}
+
+impl Baseline {
+    /// Settles (see [`settle`]) and measures.
+    pub(super) fn take() -> Self {
+        settle();
+        Self {
+            frames: frames::free_count(),
+            capacity: crate::mm::capacity_frames(),
+            allocations: heap::allocation_count(),
+            live: proc::live_processes(),
+        }
+    }
+
+    /// Settles and checks that everything `what` used is back; returns the
+    /// figures for the test's report.
+    pub(super) fn check(&self, what: &str) -> Result<alloc::string::String, alloc::string::String> {
+        settle();
+        // A process record goes with its thread's record, freed by the next
+        // thread on that CPU right after the last switch; on a loaded host
+        // that CPU may come a little after the joiner.
+        let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
+        while proc::live_processes() != self.live && crate::arch::tsc::now() < deadline {
+            task::sleep_for_nanos(1_000_000);
+        }
+        if proc::live_processes() != self.live {
+            proc::dump_processes();
+            task::dump_threads();
+        }
+        check_eq!(proc::live_processes(), self.live, "process records left by {what}");
+        // The heap may have grown (its per-CPU caches fill on more CPUs than
+        // the warm-up used); its frames are capacity, not a leak, and a
+        // leaked object shows as a live allocation.
+        let frames_after = frames::free_count();
+        let grew = crate::mm::capacity_frames() - self.capacity;
+        check_eq!(frames_after + grew, self.frames, "frames leaked by {what}");
+        let allocations_after = heap::allocation_count();
+        // A leaked object is one more live allocation per cycle. What comes
+        // and goes with the moment of measuring is bounded: a few shared
+        // buffers, and per CPU a block of its futures' ready queue and of its
+        // timer heap.
+        check!(
+            allocations_after <= self.allocations + allocation_slack(),
+            "live heap allocations went from {} to {allocations_after} over {what}",
+            self.allocations
+        );
+        Ok(format!(
+            "free frames {} -> {frames_after} (heap and kernel tables grew {grew} frames), heap allocations {} -> \
+             {allocations_after}",
+            self.frames, self.allocations
+        ))
+    }
+}
+
 ktest!(create_kill_cycles_leak_nothing, || {
     const CYCLES: usize = 1000;
     create_kill_cycles(100)?;
-    settle();
-    let frames_before = frames::free_count();
-    let capacity_before = crate::mm::capacity_frames();
-    let allocations_before = heap::allocation_count();
-    let live_before = proc::live_processes();
+    let baseline = Baseline::take();
     create_kill_cycles(CYCLES)?;
-    settle();
-    // A process record goes with its thread's record, freed by the next
-    // thread on that CPU right after the last switch; on a loaded host that
-    // CPU may come a little after the joiner.
-    let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-    while proc::live_processes() != live_before && crate::arch::tsc::now() < deadline {
-        task::sleep_for_nanos(1_000_000);
-    }
-    if proc::live_processes() != live_before {
-        proc::dump_processes();
-        task::dump_threads();
-    }
-    check_eq!(proc::live_processes(), live_before, "process records left");
-    // The heap may have grown (its per-CPU caches fill on more CPUs than the
-    // warm-up used); its frames are capacity, not a leak, and a leaked
-    // object shows as a live allocation.
-    let frames_after = frames::free_count();
-    let grew = crate::mm::capacity_frames() - capacity_before;
-    check_eq!(frames_after + grew, frames_before, "frames leaked over {CYCLES} create/kill cycles");
-    let allocations_after = heap::allocation_count();
-    // A leaked object is one more live allocation per cycle (1000 here). What
-    // comes and goes with the moment of measuring is bounded: a few shared
-    // buffers, and per CPU a block of its futures' ready queue and of its
-    // timer heap.
-    check!(
-        allocations_after <= allocations_before + allocation_slack(),
-        "live heap allocations went from {allocations_before} to {allocations_after}"
-    );
-    crate::println!(
-        "ktest-info: {CYCLES} process create/kill cycles on {} CPUs: free frames {frames_before} -> {frames_after} (heap and kernel tables grew {grew} frames), heap allocations {allocations_before} -> {allocations_after}",
-        smp::cpu_count()
-    );
+    let figures = baseline.check(&format!("{CYCLES} create/kill cycles"))?;
+    crate::println!("ktest-info: {CYCLES} process create/kill cycles on {} CPUs: {figures}", smp::cpu_count());
     Ok(())
 });
