@@ -142,19 +142,27 @@ pub(super) fn fpu_clobbered() {
     FPU_OWNER[cpu_index()].store(0, Ordering::Relaxed);
 }
 
-/// A scratch area per CPU for loading a clean state.
+/// A scratch area per CPU for loading a clean state, made at boot
+/// ([`init`]) so that no user trap has to allocate one.
 static CLEAN: spin::Once<alloc::vec::Vec<crate::sync::SpinLock<FpuState>>> = spin::Once::new();
 
-fn load_clean_state(mxcsr: u32, fcw: u16) {
-    let areas = CLEAN.call_once(|| {
+/// Makes each CPU's area for loading a clean vector state. Call once at
+/// boot, once the CPUs are counted and before any user thread runs.
+pub(super) fn init() {
+    CLEAN.call_once(|| {
         (0..crate::arch::smp::cpu_count())
-            .map(|_| crate::sync::SpinLock::new(FpuState::new().expect("memory for clean FPU states")))
+            .map(|_| crate::sync::SpinLock::new(FpuState::new().expect("memory for clean FPU states at boot")))
             .collect()
     });
+}
+
+fn load_clean_state(mxcsr: u32, fcw: u16) {
+    let areas = CLEAN.get().expect("user::init ran at boot, before any user thread");
     let mut area = areas[cpu_index()].lock();
     area.set_control(mxcsr, fcw);
     area.restore();
 }
+
 
 /// Runs the current user thread on this CPU's dispatcher until the CPU
 /// should run something else. Returns with interrupts on; the caller checks
