@@ -329,46 +329,85 @@ fn create_kill_cycles(count: usize) -> Result<(), alloc::string::String> {
     Ok(())
 }
 
+/// What a leak of processes shows in: free frames, kernel heap capacity,
+/// live heap allocations, process records.
+struct Footprint {
+    free_frames: u64,
+    capacity_frames: u64,
+    allocations: usize,
+    processes: u64,
+}
+
+impl Footprint {
+    /// Waits for the reaper, then measures.
+    fn settled() -> Self {
+        settle();
+        Self::now()
+    }
+
+    fn now() -> Self {
+        Self {
+            free_frames: frames::free_count(),
+            capacity_frames: crate::mm::capacity_frames(),
+            allocations: heap::allocation_count(),
+            processes: proc::live_processes(),
+        }
+    }
+
+    /// Waits for the reaper, then fails if anything of `what` is left over
+    /// since `self` was measured; returns the new figures.
+    fn check_nothing_left(&self, what: &str) -> Result<Self, alloc::string::String> {
+        settle();
+        // A process record goes with its thread's record, freed by the next
+        // thread on that CPU right after the last switch; on a loaded host
+        // that CPU may come a little after the joiner.
+        let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
+        while proc::live_processes() != self.processes && crate::arch::tsc::now() < deadline {
+            task::sleep_for_nanos(1_000_000);
+        }
+        let after = Self::now();
+        if after.processes != self.processes {
+            proc::dump_processes();
+            task::dump_threads();
+        }
+        check_eq!(after.processes, self.processes, "process records left over {what}");
+        // The heap may have grown (its per-CPU caches fill on more CPUs than
+        // a warm-up used); its frames are capacity, not a leak, and a leaked
+        // object shows as a live allocation.
+        check_eq!(after.free_frames + after.grown_since(self), self.free_frames, "frames leaked over {what}");
+        // A leaked object is one more live allocation per process. What
+        // comes and goes with the moment of measuring is bounded: a few
+        // shared buffers, and per CPU a block of its futures' ready queue and
+        // of its timer heap.
+        check!(
+            after.allocations <= self.allocations + allocation_slack(),
+            "live heap allocations went from {} to {} over {what}",
+            self.allocations,
+            after.allocations
+        );
+        Ok(after)
+    }
+
+    /// Frames the heap and kernel tables grew by since `before`.
+    fn grown_since(&self, before: &Self) -> u64 {
+        self.capacity_frames - before.capacity_frames
+    }
+}
+
 ktest!(create_kill_cycles_leak_nothing, || {
     const CYCLES: usize = 1000;
     create_kill_cycles(100)?;
-    settle();
-    let frames_before = frames::free_count();
-    let capacity_before = crate::mm::capacity_frames();
-    let allocations_before = heap::allocation_count();
-    let live_before = proc::live_processes();
+    let before = Footprint::settled();
     create_kill_cycles(CYCLES)?;
-    settle();
-    // A process record goes with its thread's record, freed by the next
-    // thread on that CPU right after the last switch; on a loaded host that
-    // CPU may come a little after the joiner.
-    let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-    while proc::live_processes() != live_before && crate::arch::tsc::now() < deadline {
-        task::sleep_for_nanos(1_000_000);
-    }
-    if proc::live_processes() != live_before {
-        proc::dump_processes();
-        task::dump_threads();
-    }
-    check_eq!(proc::live_processes(), live_before, "process records left");
-    // The heap may have grown (its per-CPU caches fill on more CPUs than the
-    // warm-up used); its frames are capacity, not a leak, and a leaked
-    // object shows as a live allocation.
-    let frames_after = frames::free_count();
-    let grew = crate::mm::capacity_frames() - capacity_before;
-    check_eq!(frames_after + grew, frames_before, "frames leaked over {CYCLES} create/kill cycles");
-    let allocations_after = heap::allocation_count();
-    // A leaked object is one more live allocation per cycle (1000 here). What
-    // comes and goes with the moment of measuring is bounded: a few shared
-    // buffers, and per CPU a block of its futures' ready queue and of its
-    // timer heap.
-    check!(
-        allocations_after <= allocations_before + allocation_slack(),
-        "live heap allocations went from {allocations_before} to {allocations_after}"
-    );
+    let after = before.check_nothing_left(&format!("{CYCLES} create/kill cycles"))?;
     crate::println!(
-        "ktest-info: {CYCLES} process create/kill cycles on {} CPUs: free frames {frames_before} -> {frames_after} (heap and kernel tables grew {grew} frames), heap allocations {allocations_before} -> {allocations_after}",
-        smp::cpu_count()
+        "ktest-info: {CYCLES} process create/kill cycles on {} CPUs: free frames {} -> {} (heap and kernel tables grew {} frames), heap allocations {} -> {}",
+        smp::cpu_count(),
+        before.free_frames,
+        after.free_frames,
+        after.grown_since(&before),
+        before.allocations,
+        after.allocations
     );
     Ok(())
 });
