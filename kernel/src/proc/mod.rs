@@ -37,7 +37,10 @@ use crate::{
     },
     mm::frames,
     sync::SpinLock,
-    task::{self, CpuSet, Task, ThreadId, user::UserState},
+    task::{
+        self, CpuSet, Task, ThreadId,
+        user::{Event, UserState},
+    },
 };
 
 /// Most handles one process holds.
@@ -647,9 +650,24 @@ fn fault_kind(exception: Exception) -> FaultKind {
 }
 
 /// The trap handler installed into the dispatcher.
-fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> task::user::Outcome {
+fn handle_trap(thread: &task::Thread, context: &mut UserContext, event: Event) -> task::user::Outcome {
     use task::user::Outcome;
     let Some(process) = process_of(thread) else { return Outcome::Exit };
+    let trap = match event {
+        Event::Trap(trap) => trap,
+        Event::StateLost => {
+            // Not the program's doing, but its thread cannot go on: the
+            // process ends with a status that says why, like a fault.
+            log::warn!(
+                "process {} '{}' ended: no memory to save its vector registers at {:#x}",
+                process.id,
+                process.name(),
+                context.rip
+            );
+            process.end(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address: context.rip });
+            return Outcome::Exit;
+        }
+    };
     process.note_running();
     match trap {
         Trap::Syscall => {

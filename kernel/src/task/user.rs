@@ -10,17 +10,21 @@
 //! a reschedule; a fault goes to the process layer.
 //!
 //! The process layer (`crate::proc`) installs the [`TrapHandler`] that turns
-//! traps into [`Outcome`]s; this module is the mechanism around it.
+//! traps into [`Outcome`]s; this module is the mechanism around it. It also
+//! tells the handler when a thread cannot go on for want of kernel memory
+//! ([`Event::StateLost`]), so that the process ends with a status saying so
+//! instead of the kernel panicking.
 
 use alloc::{boxed::Box, sync::Arc};
 use core::{
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     task::{Context, Poll, Waker},
 };
 
 use super::{
+    TaskId,
     scheduler::{self, HandOff, Switch},
     thread::{Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
 };
@@ -56,9 +60,23 @@ pub enum Outcome {
     Exit,
 }
 
-/// Turns a trap of a user thread into an [`Outcome`]. Runs on the
+/// What brings a user thread back to its dispatcher, as the process layer
+/// hears of it.
+pub enum Event {
+    /// It trapped: a system call, an interrupt or an exception.
+    Trap(Trap),
+    /// It trapped, but there was no memory for the area its vector
+    /// registers are saved in, so its state would be lost at the next
+    /// switch: it cannot go on. The dispatcher ends the thread whatever the
+    /// handler answers (`Outcome::Exit` is the only right answer); the
+    /// handler decides what becomes of its process. Its general registers
+    /// are in `context` as at any trap.
+    StateLost,
+}
+
+/// Turns an [`Event`] of a user thread into an [`Outcome`]. Runs on the
 /// dispatcher with interrupts on, preemption held off; must not block.
-pub type TrapHandler = fn(&Thread, &mut UserContext, Trap) -> Outcome;
+pub type TrapHandler = fn(&Thread, &mut UserContext, Event) -> Outcome;
 
 static TRAP_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
@@ -163,6 +181,36 @@ fn load_clean_state(mxcsr: u32, fcw: u16) {
     area.restore();
 }
 
+/// The task whose user threads' next [`FAILED_SAVES`] area allocations fail
+/// (see [`fail_next_fpu_saves`]).
+static FAILING_TASK: AtomicU64 = AtomicU64::new(0);
+/// How many area allocations are still to fail.
+static FAILED_SAVES: AtomicU32 = AtomicU32::new(0);
+
+/// For tests: makes the next `count` allocations of an area for saving the
+/// vector registers of a user thread of `task` fail as if the heap were
+/// exhausted (0 stops it). Such an allocation happens at the first
+/// interrupt or exception of a thread after it started or waited in a
+/// system call.
+pub fn fail_next_fpu_saves(task: TaskId, count: u32) {
+    FAILED_SAVES.store(0, Ordering::SeqCst);
+    FAILING_TASK.store(task.0, Ordering::SeqCst);
+    FAILED_SAVES.store(count, Ordering::SeqCst);
+}
+
+/// An area to save `thread`'s vector registers in, or `None` when there is
+/// no memory for one (really, or by [`fail_next_fpu_saves`]).
+fn new_save_area(thread: &Thread) -> Option<FpuState> {
+    // One load of a counter that is 0 outside tests, on a path that is
+    // about to allocate anyway.
+    if FAILED_SAVES.load(Ordering::Relaxed) != 0
+        && FAILING_TASK.load(Ordering::Relaxed) == thread.task.id().0
+        && FAILED_SAVES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| count.checked_sub(1)).is_ok()
+    {
+        return None;
+    }
+    FpuState::new()
+}
 
 /// Runs the current user thread on this CPU's dispatcher until the CPU
 /// should run something else. Returns with interrupts on; the caller checks
@@ -236,23 +284,35 @@ pub(super) fn run(thread: &Thread) {
         }
         user::set_fast_context(state.fast_allowed, state.fast_owner);
         let trap = user::execute(&mut state.context);
-        match trap {
+        let saved = match trap {
             Trap::Syscall => {
                 // Vector registers are dead across a system call; only the
                 // control words survive.
                 (state.mxcsr, state.fcw) = FpuState::read_control();
+                true
             }
             _ => {
-                let area = state.fpu.get_or_insert_with(|| FpuState::new().expect("memory for FPU state"));
-                area.save();
+                if state.fpu.is_none() {
+                    state.fpu = new_save_area(thread);
+                }
+                state.fpu.as_mut().map(FpuState::save).is_some()
             }
-        }
+        };
         interrupts::enable();
+        let event = if saved { Event::Trap(trap) } else { Event::StateLost };
         let outcome = {
             // Handlers never switch: a preemption waits for the loop's top.
             let _critical = scheduler::PreemptGuard::new();
-            handler(thread, &mut state.context, trap)
+            handler(thread, &mut state.context, event)
         };
+        if !saved {
+            // Its vector registers live only in this CPU, which the next
+            // thread here overwrites (`end_thread` forgets that this CPU
+            // holds them): the thread cannot go on, whatever the answer.
+            drop(outcome);
+            end_thread(thread, state);
+            return;
+        }
         match outcome {
             Outcome::Resume => {}
             Outcome::Return(value) => state.context.set_return(value),

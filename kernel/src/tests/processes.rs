@@ -411,3 +411,76 @@ ktest!(create_kill_cycles_leak_nothing, || {
     );
     Ok(())
 });
+
+/// Waits up to `seconds` for `process` to finish; false if it has not.
+fn finish_within(process: &Process, seconds: u64) -> bool {
+    let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * seconds;
+    while !process.is_finished() {
+        if crate::arch::tsc::now() > deadline {
+            return false;
+        }
+        task::sleep_for_nanos(1_000_000);
+    }
+    true
+}
+
+/// Ends `process` if it still runs, and waits for it.
+fn end_and_join(process: &Process, status: ExitStatus) {
+    process.end(status);
+    task::join(process.task());
+}
+
+/// Runs the program `name` on `cpu` alone; how it ended.
+fn run_on(name: &str, argument: u64, cpu: usize) -> Result<Option<ExitStatus>, alloc::string::String> {
+    let process = create(name, argument)?;
+    process.start_on(CpuSet::only(cpu)).map_err(|e| format!("start {name}: {e}"))?;
+    task::join(process.task());
+    Ok(process.exit_status())
+}
+
+ktest!(no_memory_for_vector_registers_ends_only_that_process, || {
+    // Two CPU-bound processes share a CPU, so the timer preempts them. The
+    // victim's first interrupt finds no memory to save its vector registers
+    // in: it must end with a status saying so, while the kernel, the other
+    // process and later ones go on, and nothing leaks.
+    let cpu = 1 % smp::cpu_count();
+    // Warm up what grows once (caches of this CPU), then measure.
+    let warm = create("spinner", 0)?;
+    warm.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+    check_eq!(run_on("hello", 0, cpu)?, Some(ExitStatus::Exited(0)));
+    end_and_join(&warm, ExitStatus::Killed(0));
+    drop(warm);
+    let before = Footprint::settled();
+
+    let survivor = create("spinner", 0)?;
+    let victim = create("spinner", 0)?;
+    let outcome = (|| {
+        survivor.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+        task::user::fail_next_fpu_saves(victim.task().id(), 1);
+        victim.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+        check!(finish_within(&victim, 20), "the victim still runs ({:?})", victim.state());
+        let text = &victim.program().text;
+        let text_range = text.address..text.address + text.frames.len() as u64 * paging::PAGE_SIZE;
+        match victim.exit_status() {
+            Some(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address }) => {
+                check!(text_range.contains(&address), "it ended at {address:#x}, outside its text {text_range:x?}")
+            }
+            other => return Err(format!("the victim ended {other:?}")),
+        }
+        check!(!survivor.task().is_killed(), "the other process died with the victim");
+        // The CPU goes on running processes: a new one finishes normally
+        // beside the spinner, which is still there to be killed.
+        check_eq!(run_on("hello", 0, cpu)?, Some(ExitStatus::Exited(0)));
+        check!(!survivor.task().is_killed(), "the other process died after the victim");
+        check!(survivor.end(ExitStatus::Killed(6)), "the other process had ended");
+        task::join(survivor.task());
+        check_eq!(survivor.exit_status(), Some(ExitStatus::Killed(6)));
+        Ok(())
+    })();
+    task::user::fail_next_fpu_saves(victim.task().id(), 0);
+    end_and_join(&victim, ExitStatus::Killed(0));
+    end_and_join(&survivor, ExitStatus::Killed(0));
+    outcome?;
+    drop((victim, survivor));
+    before.check_nothing_left("a process ended for want of memory").map(drop)
+});
