@@ -78,7 +78,9 @@ pub enum Syscall {
     /// process may make to the bit set `allowed` (bit n = syscall n).
     ProcessRestrict = 14,
     /// `process_share(handle, address, length, child_address, flags)`: maps
-    /// pages of this process into a CREATED child.
+    /// pages of this process into a CREATED child. The pages must be this
+    /// process's memory; stack pages it has not touched yet are mapped
+    /// first, as a touch would map them.
     ProcessShare = 15,
     /// `mailbox_create(slots)`: makes a mailbox, maps it here (this process
     /// may serve it and grant it) and returns its handle; its address comes

@@ -583,6 +583,14 @@ impl Process {
         self.task.is_finished()
     }
 
+    /// Maps the unmapped page at `address` if a fault from user mode would
+    /// map it (its stack grows on first touch), for work the kernel does on
+    /// the process's behalf. False otherwise. Takes the address space's
+    /// lock: not to be called with it held.
+    pub(crate) fn fault_in(&self, address: u64) -> bool {
+        grow_stack(self, address, 0)
+    }
+
     /// Records a state change at a trap (lazy Akaros bookkeeping).
     fn note_running(&self) {
         let state = self.state();
@@ -630,7 +638,7 @@ pub fn live_processes() -> u64 {
 /// it mapped on a fault from user mode (its stack grows on first touch), for
 /// copies the kernel makes on a system call's behalf. False otherwise.
 pub(crate) fn fault_in_for_current(address: u64) -> bool {
-    process_of(task::scheduler::current()).is_some_and(|process| grow_stack(&process, address, 0))
+    process_of(task::scheduler::current()).is_some_and(|process| process.fault_in(address))
 }
 
 /// The process a user thread belongs to.

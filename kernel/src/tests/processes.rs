@@ -3,14 +3,14 @@
 
 use alloc::{format, sync::Arc, vec::Vec};
 
-use orrery_abi::{ExitStatus, FaultKind, USER_MAP_BASE};
+use orrery_abi::{ExitStatus, FaultKind, USER_MAP_BASE, USER_SHARED_BASE, USER_STACK_TOP};
 use orrery_proc::ProcState;
 
 use crate::{
     arch::{paging, smp, traps},
     check, check_eq, ktest,
     mm::{frames, heap, stacks},
-    proc::{self, Process, loader, mailbox::MailboxObject},
+    proc::{self, Handle, Process, loader, mailbox::MailboxObject},
     task::{self, CpuSet, scheduler},
 };
 
@@ -34,6 +34,50 @@ ktest!(bad_pointers_get_errors_not_faults, || {
     // The program checks each call's error itself and exits with the
     // number of mismatches; the kernel must survive every call.
     check_eq!(run("bad-pointers", 0)?, Some(ExitStatus::Exited(0)));
+    Ok(())
+});
+
+ktest!(untouched_stack_pages_can_be_shared, || {
+    // `bad-pointers` in its sharing mode shares the lowest two pages of its
+    // stack, which nothing has touched, into a child it holds at handle 0,
+    // checks process_share's errors with that real handle, starts the child
+    // and waits for it (see the program).
+    const CHILD_KILLED: u32 = 7;
+    let program = loader::program("bad-pointers").ok_or("no program bad-pointers")?;
+    let stack_bottom = USER_STACK_TOP - program.stack_size.max(paging::PAGE_SIZE);
+    let child = create("spinner", 1)?;
+    let parent = create("bad-pointers", stack_bottom)?;
+    let physical =
+        |process: &Process, address: u64| process.task().with_address_space(|space| space.translate(address)).flatten();
+    let outcome = (|| {
+        check_eq!(parent.add_handle(Handle::Process(child.clone())), Ok(0), "the child's handle");
+        for page in [stack_bottom, stack_bottom + paging::PAGE_SIZE] {
+            check!(physical(&parent, page).is_none(), "stack page {page:#x} mapped before the program ran");
+        }
+        parent.start().map_err(|e| format!("{e}"))?;
+        // The parent starts its child once it has shared; then it waits.
+        let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
+        while child.state() == ProcState::Created && !parent.is_finished() && crate::arch::tsc::now() < deadline {
+            task::sleep_for_nanos(1_000_000);
+        }
+        check!(child.state() != ProcState::Created, "the child was not started; the parent {:?}", parent.exit_status());
+        for page in 0..2 {
+            let (own, _) = physical(&parent, stack_bottom + page * paging::PAGE_SIZE).ok_or("stack page not mapped")?;
+            let (shared, bits) =
+                physical(&child, USER_SHARED_BASE + page * paging::PAGE_SIZE).ok_or("shared page not mapped")?;
+            check_eq!(shared, own, "page {page} is the parent's stack frame");
+            check!(
+                bits & paging::flags::USER != 0 && bits & paging::flags::WRITABLE != 0,
+                "page {page} bits {bits:#x}"
+            );
+        }
+        Ok(())
+    })();
+    // The child goes first: it maps the parent's frames.
+    end_and_join(&child, ExitStatus::Killed(CHILD_KILLED));
+    task::join(parent.task());
+    outcome?;
+    check_eq!(parent.exit_status(), Some(ExitStatus::Exited(0)), "the parent's failed checks");
     Ok(())
 });
 

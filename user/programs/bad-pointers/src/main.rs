@@ -2,15 +2,23 @@
 //! kernel address, an unmapped address, a misaligned one where alignment
 //! matters, a range that wraps — and checks each returns the right error.
 //! Exits 0 when all do; otherwise the number of checks that failed.
+//!
+//! With a non-zero argument it also checks `process_share`, which needs a
+//! child: handle 0 must then be a CREATED child (its parent set it up), and
+//! the argument is the lowest page of this program's stack, which it has not
+//! touched. It shares that page and the next (pages the kernel maps on the
+//! spot, as a touch would), starts the child, and waits for it: whoever set
+//! this up looks at both processes' mappings meanwhile, then kills the child
+//! with reason [`CHILD_KILLED`].
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
 
 use orrery_runtime::{
-    Error, StartInfo,
-    abi::Syscall,
+    Error, ExitStatus, StartInfo,
+    abi::{SHARE_WRITE, Syscall, USER_SHARED_BASE, USER_STACK_TOP},
     println,
-    sys::{self, call},
+    sys::{self, Handle, call},
 };
 
 orrery_runtime::entry!(main);
@@ -18,6 +26,8 @@ orrery_runtime::entry!(main);
 const KERNEL: u64 = 0xffff_ffff_8000_0000;
 const UNMAPPED: u64 = 0x0000_0033_0000_0000;
 const WRAPS: u64 = u64::MAX - 8;
+/// The kill reason the child is expected to end with, in the sharing mode.
+const CHILD_KILLED: u32 = 7;
 
 /// Counts checks and the ones that failed, saying which.
 struct Checks {
@@ -45,7 +55,7 @@ impl Checks {
     }
 }
 
-fn main(_start: &StartInfo) -> u32 {
+fn main(start: &StartInfo) -> u32 {
     let mut checks = Checks { made: 0, failed: 0 };
     let buffer = [0u8; 16];
     let mapped = sys::map_memory(8192, true).expect("map_memory");
@@ -94,8 +104,37 @@ fn main(_start: &StartInfo) -> u32 {
         .check("a system call reads an untouched stack page", call(Syscall::Log, [untouched, 1, 0, 0, 0, 0]) == Ok(1));
     // A good call still works afterwards: an empty log writes nothing.
     checks.check("an empty log", call(Syscall::Log, [buffer.as_ptr() as u64, 0, 0, 0, 0, 0]) == Ok(0));
+    if start.argument != 0 {
+        share(&mut checks, start.argument, mapped);
+    }
     println!("bad-pointers: {} checks, {} failed", checks.made, checks.failed);
     checks.failed
+}
+
+/// `process_share` into the CREATED child at handle 0: the lowest two pages
+/// of the stack (from `stack_bottom`, untouched) are shared; bad ranges are
+/// refused with the right error, and nothing is shared after the start.
+fn share(checks: &mut Checks, stack_bottom: u64, mapped: u64) {
+    let child = Handle(0);
+    let share =
+        |address: u64, length: u64, flags: u64| call(Syscall::ProcessShare, [child.0, address, length, 0, flags, 0]);
+    // First, while nothing has touched them.
+    checks.check("share two untouched stack pages", share(stack_bottom, 8192, SHARE_WRITE) == Ok(USER_SHARED_BASE));
+    checks.expect("share null", share(0, 4096, 0), Error::BadAddress);
+    checks.expect("share kernel", share(KERNEL, 4096, 0), Error::BadAddress);
+    checks.expect("share unmapped", share(UNMAPPED, 4096, 0), Error::BadAddress);
+    checks.expect("share misaligned", share(mapped + 8, 4096, 0), Error::Misaligned);
+    checks.expect("share wraps", share(u64::MAX - 4095, 8192, 0), Error::BadAddress);
+    checks.expect("share nothing", share(mapped, 0, 0), Error::BadLength);
+    checks.expect("share bad flags", share(mapped, 4096, 0x80), Error::BadFlags);
+    checks.expect("share the stack's guard page", share(stack_bottom - 4096, 8192, 0), Error::BadAddress);
+    checks.expect("share past the end of a mapping", share(mapped + 4096, 8192, 0), Error::BadAddress);
+    checks.expect("share past the stack's top", share(USER_STACK_TOP - 4096, 8192, 0), Error::BadAddress);
+    let text = (main as fn(&StartInfo) -> u32 as usize as u64) & !4095;
+    checks.expect("share text writable", share(text, 4096, SHARE_WRITE), Error::BadFlags);
+    checks.check("start the child", sys::process_start(child).is_ok());
+    checks.expect("share after the start", share(mapped, 4096, 0), Error::WrongState);
+    checks.check("the child was killed", sys::process_wait(child) == Ok(ExitStatus::Killed(CHILD_KILLED)));
 }
 
 fn call_raw(number: u64) -> Result<u64, Error> {
