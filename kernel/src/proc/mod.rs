@@ -37,10 +37,7 @@ use crate::{
     },
     mm::frames,
     sync::SpinLock,
-    task::{
-        self, CpuSet, Task, ThreadId,
-        user::{Event, UserState},
-    },
+    task::{self, CpuSet, Task, ThreadId, user::UserState},
 };
 
 /// Most handles one process holds.
@@ -658,24 +655,9 @@ fn fault_kind(exception: Exception) -> FaultKind {
 }
 
 /// The trap handler installed into the dispatcher.
-fn handle_trap(thread: &task::Thread, context: &mut UserContext, event: Event) -> task::user::Outcome {
+fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> task::user::Outcome {
     use task::user::Outcome;
     let Some(process) = process_of(thread) else { return Outcome::Exit };
-    let trap = match event {
-        Event::Trap(trap) => trap,
-        Event::StateLost => {
-            // Not the program's doing, but its thread cannot go on: the
-            // process ends with a status that says why, like a fault.
-            log::warn!(
-                "process {} '{}' ended: no memory to save its vector registers at {:#x}",
-                process.id,
-                process.name(),
-                context.rip
-            );
-            process.end(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address: context.rip });
-            return Outcome::Exit;
-        }
-    };
     process.note_running();
     match trap {
         Trap::Syscall => {
@@ -703,10 +685,24 @@ fn handle_trap(thread: &task::Thread, context: &mut UserContext, event: Event) -
     }
 }
 
+/// The dispatcher's word that a thread cannot go on: its vector registers
+/// could not be saved, for want of memory. Not the program's doing, but the
+/// process ends with a status that says why, as for a fault.
+fn handle_state_lost(thread: &task::Thread, context: &UserContext) {
+    let Some(process) = process_of(thread) else { return };
+    log::warn!(
+        "process {} '{}' ended: no memory to save its vector registers at {:#x}",
+        process.id,
+        process.name(),
+        context.rip
+    );
+    process.end(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address: context.rip });
+}
+
 /// Installs the process layer into the dispatcher and syscalls into the
 /// arch layer; loads the programs. Call once at boot after the task system.
 pub fn init() -> loader::LoaderReport {
-    task::user::set_trap_handler(handle_trap);
+    task::user::set_handlers(task::user::Handlers { trap: handle_trap, state_lost: handle_state_lost });
     crate::arch::user::set_fast_handler(syscall::fast, syscall::FAST_CALLS);
     loader::load_all()
 }

@@ -10,16 +10,16 @@
 //! a reschedule; a fault goes to the process layer.
 //!
 //! The process layer (`crate::proc`) installs the [`TrapHandler`] that turns
-//! traps into [`Outcome`]s; this module is the mechanism around it. It also
-//! tells the handler when a thread cannot go on for want of kernel memory
-//! ([`Event::StateLost`]), so that the process ends with a status saying so
-//! instead of the kernel panicking.
+//! traps into [`Outcome`]s, and hears from this module when a thread
+//! cannot go on for want of kernel memory ([`StateLostHandler`]), so that
+//! its process ends with a status saying so instead of the kernel
+//! panicking; this module is the mechanism around them.
 
 use alloc::{boxed::Box, sync::Arc};
 use core::{
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
     task::{Context, Poll, Waker},
 };
 
@@ -60,37 +60,36 @@ pub enum Outcome {
     Exit,
 }
 
-/// What brings a user thread back to its dispatcher, as the process layer
-/// hears of it.
-pub enum Event {
-    /// It trapped: a system call, an interrupt or an exception.
-    Trap(Trap),
-    /// It trapped, but there was no memory for the area its vector
-    /// registers are saved in, so its state would be lost at the next
-    /// switch: it cannot go on. The dispatcher ends the thread whatever the
-    /// handler answers (`Outcome::Exit` is the only right answer); the
-    /// handler decides what becomes of its process. Its general registers
-    /// are in `context` as at any trap.
-    StateLost,
-}
-
-/// Turns an [`Event`] of a user thread into an [`Outcome`]. Runs on the
+/// Turns a trap of a user thread into an [`Outcome`]. Runs on the
 /// dispatcher with interrupts on, preemption held off; must not block.
-pub type TrapHandler = fn(&Thread, &mut UserContext, Event) -> Outcome;
+pub type TrapHandler = fn(&Thread, &mut UserContext, Trap) -> Outcome;
 
-static TRAP_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// Hears that a user thread cannot go on: it trapped, but there was no
+/// memory for the area its vector registers are saved in, so they would be
+/// lost at its next switch. It decides what becomes of the thread's process;
+/// the dispatcher then ends the thread. Runs as a [`TrapHandler`] does;
+/// `context` holds the registers as at any trap.
+pub type StateLostHandler = fn(&Thread, &UserContext);
 
-/// Installs the process layer's trap handler.
-pub fn set_trap_handler(handler: TrapHandler) {
-    TRAP_HANDLER.store(handler as usize, Ordering::Release);
+/// The process layer's part in running user threads.
+pub struct Handlers {
+    /// Every trap.
+    pub trap: TrapHandler,
+    /// A thread whose state could not be kept.
+    pub state_lost: StateLostHandler,
 }
 
-fn trap_handler() -> TrapHandler {
-    match TRAP_HANDLER.load(Ordering::Acquire) {
-        0 => |_, _, _| Outcome::Exit,
-        // SAFETY: only `TrapHandler` pointers are stored.
-        handler => unsafe { core::mem::transmute::<usize, TrapHandler>(handler) },
-    }
+static HANDLERS: spin::Once<Handlers> = spin::Once::new();
+
+/// Installs the process layer's handlers (once; later calls are ignored).
+pub fn set_handlers(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
+/// The installed handlers; before there are any, every thread just ends.
+fn handlers() -> &'static Handlers {
+    static NONE: Handlers = Handlers { trap: |_, _, _| Outcome::Exit, state_lost: |_, _| {} };
+    HANDLERS.get().unwrap_or(&NONE)
 }
 
 /// Everything a user thread is when it is not running.
@@ -219,7 +218,7 @@ pub(super) fn run(thread: &Thread) {
     // SAFETY: only the dispatcher running the thread touches its user state,
     // and a thread runs on one CPU at a time.
     let state = unsafe { (*thread.user.get()).as_mut() }.expect("a user thread has user state");
-    let handler = trap_handler();
+    let handler = handlers().trap;
     // A thread the last system call took off a wait queue for a hand-off;
     // whatever happens, it is either run or woken.
     let mut hand_off: Option<Arc<Thread>> = None;
@@ -284,35 +283,25 @@ pub(super) fn run(thread: &Thread) {
         }
         user::set_fast_context(state.fast_allowed, state.fast_owner);
         let trap = user::execute(&mut state.context);
-        let saved = match trap {
+        match trap {
             Trap::Syscall => {
                 // Vector registers are dead across a system call; only the
                 // control words survive.
                 (state.mxcsr, state.fcw) = FpuState::read_control();
-                true
             }
             _ => {
-                if state.fpu.is_none() {
-                    state.fpu = new_save_area(thread);
+                if !save_vector_registers(thread, state) {
+                    state_lost(thread, state);
+                    return;
                 }
-                state.fpu.as_mut().map(FpuState::save).is_some()
             }
-        };
+        }
         interrupts::enable();
-        let event = if saved { Event::Trap(trap) } else { Event::StateLost };
         let outcome = {
             // Handlers never switch: a preemption waits for the loop's top.
             let _critical = scheduler::PreemptGuard::new();
-            handler(thread, &mut state.context, event)
+            handler(thread, &mut state.context, trap)
         };
-        if !saved {
-            // Its vector registers live only in this CPU, which the next
-            // thread here overwrites (`end_thread` forgets that this CPU
-            // holds them): the thread cannot go on, whatever the answer.
-            drop(outcome);
-            end_thread(thread, state);
-            return;
-        }
         match outcome {
             Outcome::Resume => {}
             Outcome::Return(value) => state.context.set_return(value),
@@ -332,6 +321,36 @@ pub(super) fn run(thread: &Thread) {
             }
         }
     }
+}
+
+/// Saves the vector registers of `thread`, just interrupted in user mode,
+/// into its area, allocating one if it has none; false when there is no
+/// memory for it.
+#[inline]
+fn save_vector_registers(thread: &Thread, state: &mut UserState) -> bool {
+    let area = match &mut state.fpu {
+        Some(area) => area,
+        None => match new_save_area(thread) {
+            Some(area) => state.fpu.insert(area),
+            None => return false,
+        },
+    };
+    area.save();
+    true
+}
+
+/// Ends a thread whose vector registers could not be saved, after telling
+/// the process layer. They live only in this CPU, which the next thread
+/// here overwrites (`end_thread` forgets that this CPU holds them), so the
+/// thread cannot go on.
+#[cold]
+fn state_lost(thread: &Thread, state: &mut UserState) {
+    interrupts::enable();
+    {
+        let _critical = scheduler::PreemptGuard::new();
+        (handlers().state_lost)(thread, &state.context);
+    }
+    end_thread(thread, state);
 }
 
 /// Ends a user thread from its dispatcher: drops what it waits in, retires
