@@ -55,12 +55,15 @@ ktest!(untouched_stack_pages_can_be_shared, || {
             check!(physical(&parent, page).is_none(), "stack page {page:#x} mapped before the program ran");
         }
         parent.start().map_err(|e| format!("{e}"))?;
-        // The parent starts its child once it has shared; then it waits.
+        // The parent starts its child once it has shared, then waits for it
+        // (its only call that waits): the child is not to be killed before
+        // its start has returned.
         let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-        while child.state() == ProcState::Created && !parent.is_finished() && crate::arch::tsc::now() < deadline {
+        while parent.state() != ProcState::Waiting && !parent.is_finished() && crate::arch::tsc::now() < deadline {
             task::sleep_for_nanos(1_000_000);
         }
-        check!(child.state() != ProcState::Created, "the child was not started; the parent {:?}", parent.exit_status());
+        check_eq!(parent.state(), ProcState::Waiting, "the parent {:?}", parent.exit_status());
+        check!(child.state() != ProcState::Created, "the child was not started");
         for page in 0..2 {
             let (own, _) = physical(&parent, stack_bottom + page * paging::PAGE_SIZE).ok_or("stack page not mapped")?;
             let (shared, bits) =

@@ -132,7 +132,11 @@ fn share(checks: &mut Checks, stack_bottom: u64, mapped: u64) {
     checks.expect("share past the stack's top", share(USER_STACK_TOP - 4096, 8192, 0), Error::BadAddress);
     let text = (main as fn(&StartInfo) -> u32 as usize as u64) & !4095;
     checks.expect("share text writable", share(text, 4096, SHARE_WRITE), Error::BadFlags);
-    checks.check("start the child", sys::process_start(child).is_ok());
+    let started = sys::process_start(child);
+    checks.check("start the child", started.is_ok());
+    if let Err(error) = started {
+        println!("bad-pointers: start the child: {error:?}");
+    }
     checks.expect("share after the start", share(mapped, 4096, 0), Error::WrongState);
     checks.check("the child was killed", sys::process_wait(child) == Ok(ExitStatus::Killed(CHILD_KILLED)));
 }
