@@ -78,7 +78,9 @@ pub enum Syscall {
     /// process may make to the bit set `allowed` (bit n = syscall n).
     ProcessRestrict = 14,
     /// `process_share(handle, address, length, child_address, flags)`: maps
-    /// pages of this process into a CREATED child.
+    /// pages of this process into a CREATED child. The pages must be this
+    /// process's memory; stack pages it has not touched yet are mapped
+    /// first, as a touch would map them.
     ProcessShare = 15,
     /// `mailbox_create(slots)`: makes a mailbox, maps it here (this process
     /// may serve it and grant it) and returns its handle; its address comes
@@ -325,6 +327,11 @@ pub enum FaultKind {
     DivideError = 4,
     /// Any other exception (the vector is kept in the low bits).
     Other = 5,
+    /// Not a CPU fault: the kernel had no memory to keep the thread's state
+    /// when it left user mode (its vector registers, saved at an interrupt
+    /// or exception), so the thread could not go on. The address is the
+    /// instruction it was at.
+    OutOfMemory = 6,
 }
 
 const TAG_SHIFT: u32 = 62;
@@ -358,6 +365,7 @@ impl ExitStatus {
                     3 => FaultKind::InvalidOpcode,
                     4 => FaultKind::DivideError,
                     5 => FaultKind::Other,
+                    6 => FaultKind::OutOfMemory,
                     _ => return None,
                 };
                 let mut address = word & 0xffff_ffff_ffff;
@@ -407,11 +415,27 @@ mod tests {
             ExitStatus::Faulted { kind: FaultKind::PageFault, address: 0x1000 },
             ExitStatus::Faulted { kind: FaultKind::GeneralProtection, address: 0xffff_8000_0000_0000 },
             ExitStatus::Faulted { kind: FaultKind::DivideError, address: 0x40_1234 },
+            ExitStatus::Faulted { kind: FaultKind::Other, address: 0x40_0000 },
+            ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address: 0x40_1000 },
         ];
         for status in statuses {
             assert_eq!(ExitStatus::decode(status.encode()), Some(status), "{status:?}");
         }
         assert_eq!(ExitStatus::decode(u64::MAX), None);
+    }
+
+    #[test]
+    fn every_fault_kind_decodes_to_itself() {
+        let fault = |code: u64| (TAG_FAULTED << TAG_SHIFT) | (code << 48) | 0x40_1000;
+        for code in 1..=6 {
+            match ExitStatus::decode(fault(code)) {
+                Some(ExitStatus::Faulted { kind, address: 0x40_1000 }) => assert_eq!(kind as u64, code),
+                other => panic!("fault kind {code} decoded as {other:?}"),
+            }
+        }
+        // Kinds are dense: the next code is not one.
+        assert_eq!(ExitStatus::decode(fault(7)), None);
+        assert_eq!(ExitStatus::decode(fault(0)), None);
     }
 
     proptest::proptest! {

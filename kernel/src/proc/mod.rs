@@ -591,6 +591,14 @@ impl Process {
         self.task.is_finished()
     }
 
+    /// Maps the unmapped page at `address` if a fault from user mode would
+    /// map it (its stack grows on first touch), for work the kernel does on
+    /// the process's behalf. False otherwise. Takes the address space's
+    /// lock: not to be called with it held.
+    pub(crate) fn fault_in(&self, address: u64) -> bool {
+        grow_stack(self, address, 0)
+    }
+
     /// Records a state change at a trap (lazy Akaros bookkeeping).
     fn note_running(&self) {
         let state = self.state();
@@ -655,7 +663,7 @@ pub fn live_processes() -> u64 {
 /// it mapped on a fault from user mode (its stack grows on first touch), for
 /// copies the kernel makes on a system call's behalf. False otherwise.
 pub(crate) fn fault_in_for_current(address: u64) -> bool {
-    process_of(task::scheduler::current()).is_some_and(|process| grow_stack(&process, address, 0))
+    process_of(task::scheduler::current()).is_some_and(|process| process.fault_in(address))
 }
 
 /// The process a user thread belongs to.
@@ -705,10 +713,24 @@ fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> 
     }
 }
 
+/// The dispatcher's word that a thread cannot go on: its vector registers
+/// could not be saved, for want of memory. Not the program's doing, but the
+/// process ends with a status that says why, as for a fault.
+fn handle_state_lost(thread: &task::Thread, context: &UserContext) {
+    let Some(process) = process_of(thread) else { return };
+    log::warn!(
+        "process {} '{}' ended: no memory to save its vector registers at {:#x}",
+        process.id,
+        process.name(),
+        context.rip
+    );
+    process.end(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address: context.rip });
+}
+
 /// Installs the process layer into the dispatcher and syscalls into the
 /// arch layer; loads the programs. Call once at boot after the task system.
 pub fn init() -> loader::LoaderReport {
-    task::user::set_trap_handler(handle_trap);
+    task::user::set_handlers(task::user::Handlers { trap: handle_trap, state_lost: handle_state_lost });
     crate::arch::user::set_fast_handler(syscall::fast, syscall::FAST_CALLS);
     loader::load_all()
 }

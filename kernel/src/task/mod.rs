@@ -462,6 +462,7 @@ fn become_dispatcher() {
 pub fn init(config: orrery_sched::Config, policy: PolicyKind, trace_enabled: bool) {
     scheduler::init(config, policy);
     futures::init();
+    user::init();
     if trace_enabled {
         trace::enable(crate::arch::smp::cpu_count());
     }

@@ -10,17 +10,21 @@
 //! a reschedule; a fault goes to the process layer.
 //!
 //! The process layer (`crate::proc`) installs the [`TrapHandler`] that turns
-//! traps into [`Outcome`]s; this module is the mechanism around it.
+//! traps into [`Outcome`]s, and hears from this module when a thread
+//! cannot go on for want of kernel memory ([`StateLostHandler`]), so that
+//! its process ends with a status saying so instead of the kernel
+//! panicking; this module is the mechanism around them.
 
 use alloc::{boxed::Box, sync::Arc};
 use core::{
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
     task::{Context, Poll, Waker},
 };
 
 use super::{
+    TaskId,
     scheduler::{self, HandOff, Switch},
     thread::{Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
 };
@@ -60,19 +64,32 @@ pub enum Outcome {
 /// dispatcher with interrupts on, preemption held off; must not block.
 pub type TrapHandler = fn(&Thread, &mut UserContext, Trap) -> Outcome;
 
-static TRAP_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// Hears that a user thread cannot go on: it trapped, but there was no
+/// memory for the area its vector registers are saved in, so they would be
+/// lost at its next switch. It decides what becomes of the thread's process;
+/// the dispatcher then ends the thread. Runs as a [`TrapHandler`] does;
+/// `context` holds the registers as at any trap.
+pub type StateLostHandler = fn(&Thread, &UserContext);
 
-/// Installs the process layer's trap handler.
-pub fn set_trap_handler(handler: TrapHandler) {
-    TRAP_HANDLER.store(handler as usize, Ordering::Release);
+/// The process layer's part in running user threads.
+pub struct Handlers {
+    /// Every trap.
+    pub trap: TrapHandler,
+    /// A thread whose state could not be kept.
+    pub state_lost: StateLostHandler,
 }
 
-fn trap_handler() -> TrapHandler {
-    match TRAP_HANDLER.load(Ordering::Acquire) {
-        0 => |_, _, _| Outcome::Exit,
-        // SAFETY: only `TrapHandler` pointers are stored.
-        handler => unsafe { core::mem::transmute::<usize, TrapHandler>(handler) },
-    }
+static HANDLERS: spin::Once<Handlers> = spin::Once::new();
+
+/// Installs the process layer's handlers (once; later calls are ignored).
+pub fn set_handlers(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
+
+/// The installed handlers; before there are any, every thread just ends.
+fn handlers() -> &'static Handlers {
+    static NONE: Handlers = Handlers { trap: |_, _, _| Outcome::Exit, state_lost: |_, _| {} };
+    HANDLERS.get().unwrap_or(&NONE)
 }
 
 /// Everything a user thread is when it is not running.
@@ -142,18 +159,56 @@ pub(super) fn fpu_clobbered() {
     FPU_OWNER[cpu_index()].store(0, Ordering::Relaxed);
 }
 
-/// A scratch area per CPU for loading a clean state.
+/// A scratch area per CPU for loading a clean state, made at boot
+/// ([`init`]) so that no user trap has to allocate one.
 static CLEAN: spin::Once<alloc::vec::Vec<crate::sync::SpinLock<FpuState>>> = spin::Once::new();
 
-fn load_clean_state(mxcsr: u32, fcw: u16) {
-    let areas = CLEAN.call_once(|| {
+/// Makes each CPU's area for loading a clean vector state. Call once at
+/// boot, once the CPUs are counted and before any user thread runs.
+pub(super) fn init() {
+    CLEAN.call_once(|| {
         (0..crate::arch::smp::cpu_count())
-            .map(|_| crate::sync::SpinLock::new(FpuState::new().expect("memory for clean FPU states")))
+            .map(|_| crate::sync::SpinLock::new(FpuState::new().expect("memory for clean FPU states at boot")))
             .collect()
     });
+}
+
+fn load_clean_state(mxcsr: u32, fcw: u16) {
+    let areas = CLEAN.get().expect("user::init ran at boot, before any user thread");
     let mut area = areas[cpu_index()].lock();
     area.set_control(mxcsr, fcw);
     area.restore();
+}
+
+/// The task whose user threads' next [`FAILED_SAVES`] area allocations fail
+/// (see [`fail_next_fpu_saves`]).
+static FAILING_TASK: AtomicU64 = AtomicU64::new(0);
+/// How many area allocations are still to fail.
+static FAILED_SAVES: AtomicU32 = AtomicU32::new(0);
+
+/// For tests: makes the next `count` allocations of an area for saving the
+/// vector registers of a user thread of `task` fail as if the heap were
+/// exhausted (0 stops it). Such an allocation happens at the first
+/// interrupt or exception of a thread after it started or waited in a
+/// system call.
+pub fn fail_next_fpu_saves(task: TaskId, count: u32) {
+    FAILED_SAVES.store(0, Ordering::SeqCst);
+    FAILING_TASK.store(task.0, Ordering::SeqCst);
+    FAILED_SAVES.store(count, Ordering::SeqCst);
+}
+
+/// An area to save `thread`'s vector registers in, or `None` when there is
+/// no memory for one (really, or by [`fail_next_fpu_saves`]).
+fn new_save_area(thread: &Thread) -> Option<FpuState> {
+    // One load of a counter that is 0 outside tests, on a path that is
+    // about to allocate anyway.
+    if FAILED_SAVES.load(Ordering::Relaxed) != 0
+        && FAILING_TASK.load(Ordering::Relaxed) == thread.task.id().0
+        && FAILED_SAVES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| count.checked_sub(1)).is_ok()
+    {
+        return None;
+    }
+    FpuState::new()
 }
 
 /// Runs the current user thread on this CPU's dispatcher until the CPU
@@ -163,7 +218,7 @@ pub(super) fn run(thread: &Thread) {
     // SAFETY: only the dispatcher running the thread touches its user state,
     // and a thread runs on one CPU at a time.
     let state = unsafe { (*thread.user.get()).as_mut() }.expect("a user thread has user state");
-    let handler = trap_handler();
+    let handler = handlers().trap;
     // A thread the last system call took off a wait queue for a hand-off;
     // whatever happens, it is either run or woken.
     let mut hand_off: Option<Arc<Thread>> = None;
@@ -235,8 +290,10 @@ pub(super) fn run(thread: &Thread) {
                 (state.mxcsr, state.fcw) = FpuState::read_control();
             }
             _ => {
-                let area = state.fpu.get_or_insert_with(|| FpuState::new().expect("memory for FPU state"));
-                area.save();
+                if !save_vector_registers(thread, state) {
+                    state_lost(thread, state);
+                    return;
+                }
             }
         }
         interrupts::enable();
@@ -264,6 +321,36 @@ pub(super) fn run(thread: &Thread) {
             }
         }
     }
+}
+
+/// Saves the vector registers of `thread`, just interrupted in user mode,
+/// into its area, allocating one if it has none; false when there is no
+/// memory for it.
+#[inline]
+fn save_vector_registers(thread: &Thread, state: &mut UserState) -> bool {
+    let area = match &mut state.fpu {
+        Some(area) => area,
+        None => match new_save_area(thread) {
+            Some(area) => state.fpu.insert(area),
+            None => return false,
+        },
+    };
+    area.save();
+    true
+}
+
+/// Ends a thread whose vector registers could not be saved, after telling
+/// the process layer. They live only in this CPU, which the next thread
+/// here overwrites (`end_thread` forgets that this CPU holds them), so the
+/// thread cannot go on.
+#[cold]
+fn state_lost(thread: &Thread, state: &mut UserState) {
+    interrupts::enable();
+    {
+        let _critical = scheduler::PreemptGuard::new();
+        (handlers().state_lost)(thread, &state.context);
+    }
+    end_thread(thread, state);
 }
 
 /// Ends a user thread from its dispatcher: drops what it waits in, retires

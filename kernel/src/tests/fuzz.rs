@@ -7,7 +7,7 @@ use alloc::format;
 
 use orrery_abi::ExitStatus;
 
-use super::processes::Baseline;
+use super::processes::Footprint;
 use crate::{
     arch::{smp, tsc},
     ktest,
@@ -45,7 +45,7 @@ ktest!(random_system_calls_leave_the_kernel_whole, || {
     const CALLS: u32 = 2000;
     // Warm-up: the allocators' caches and tables grow to their working size.
     fuzz(0, CALLS, 300)?;
-    let baseline = Baseline::take();
+    let before = Footprint::settled();
     let mut finished = 0;
     for seed in 1..=SEEDS {
         match fuzz(seed, CALLS, 300)? {
@@ -54,11 +54,15 @@ ktest!(random_system_calls_leave_the_kernel_whole, || {
             other => return Err(format!("seed {seed}: ended {other:?}")),
         }
     }
-    let figures = baseline.check(&format!("{SEEDS} fuzzing runs"))?;
+    let after = before.check_nothing_left(&format!("{SEEDS} fuzzing runs"))?;
     crate::println!(
         "ktest-info: {SEEDS} runs of {CALLS} random system calls on {} CPUs: {finished} finished, the rest were \
-         ended; {figures}",
-        smp::cpu_count()
+         ended; free frames {} -> {}, heap allocations {} -> {}",
+        smp::cpu_count(),
+        before.free_frames,
+        after.free_frames,
+        before.allocations,
+        after.allocations
     );
     Ok(())
 });

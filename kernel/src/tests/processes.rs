@@ -3,14 +3,14 @@
 
 use alloc::{format, sync::Arc, vec::Vec};
 
-use orrery_abi::{ExitStatus, FaultKind, USER_MAP_BASE};
+use orrery_abi::{ExitStatus, FaultKind, USER_MAP_BASE, USER_SHARED_BASE, USER_STACK_TOP};
 use orrery_proc::ProcState;
 
 use crate::{
     arch::{paging, smp, traps},
     check, check_eq, ktest,
     mm::{frames, heap, stacks},
-    proc::{self, Process, loader, mailbox::MailboxObject},
+    proc::{self, Handle, Process, loader, mailbox::MailboxObject},
     task::{self, CpuSet, scheduler},
 };
 
@@ -34,6 +34,53 @@ ktest!(bad_pointers_get_errors_not_faults, || {
     // The program checks each call's error itself and exits with the
     // number of mismatches; the kernel must survive every call.
     check_eq!(run("bad-pointers", 0)?, Some(ExitStatus::Exited(0)));
+    Ok(())
+});
+
+ktest!(untouched_stack_pages_can_be_shared, || {
+    // `bad-pointers` in its sharing mode shares the lowest two pages of its
+    // stack, which nothing has touched, into a child it holds at handle 0,
+    // checks process_share's errors with that real handle, starts the child
+    // and waits for it (see the program).
+    const CHILD_KILLED: u32 = 7;
+    let program = loader::program("bad-pointers").ok_or("no program bad-pointers")?;
+    let stack_bottom = USER_STACK_TOP - program.stack_size.max(paging::PAGE_SIZE);
+    let child = create("spinner", 1)?;
+    let parent = create("bad-pointers", stack_bottom)?;
+    let physical =
+        |process: &Process, address: u64| process.task().with_address_space(|space| space.translate(address)).flatten();
+    let outcome = (|| {
+        check_eq!(parent.add_handle(Handle::Process(child.clone())), Ok(0), "the child's handle");
+        for page in [stack_bottom, stack_bottom + paging::PAGE_SIZE] {
+            check!(physical(&parent, page).is_none(), "stack page {page:#x} mapped before the program ran");
+        }
+        parent.start().map_err(|e| format!("{e}"))?;
+        // The parent starts its child once it has shared, then waits for it
+        // (its only call that waits): the child is not to be killed before
+        // its start has returned.
+        let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
+        while parent.state() != ProcState::Waiting && !parent.is_finished() && crate::arch::tsc::now() < deadline {
+            task::sleep_for_nanos(1_000_000);
+        }
+        check_eq!(parent.state(), ProcState::Waiting, "the parent {:?}", parent.exit_status());
+        check!(child.state() != ProcState::Created, "the child was not started");
+        for page in 0..2 {
+            let (own, _) = physical(&parent, stack_bottom + page * paging::PAGE_SIZE).ok_or("stack page not mapped")?;
+            let (shared, bits) =
+                physical(&child, USER_SHARED_BASE + page * paging::PAGE_SIZE).ok_or("shared page not mapped")?;
+            check_eq!(shared, own, "page {page} is the parent's stack frame");
+            check!(
+                bits & paging::flags::USER != 0 && bits & paging::flags::WRITABLE != 0,
+                "page {page} bits {bits:#x}"
+            );
+        }
+        Ok(())
+    })();
+    // The child goes first: it maps the parent's frames.
+    end_and_join(&child, ExitStatus::Killed(CHILD_KILLED));
+    task::join(parent.task());
+    outcome?;
+    check_eq!(parent.exit_status(), Some(ExitStatus::Exited(0)), "the parent's failed checks");
     Ok(())
 });
 
@@ -329,74 +376,158 @@ fn create_kill_cycles(count: usize) -> Result<(), alloc::string::String> {
     Ok(())
 }
 
-/// What the leak tests compare before and after a workload: free frames,
-/// the frames the heap and the kernel's page tables hold as capacity, live
-/// heap allocations and process records.
-pub(super) struct Baseline {
-    frames: u64,
-    capacity: u64,
-    allocations: usize,
-    live: u64,
+/// What a leak of processes shows in: free frames, kernel heap capacity,
+/// live heap allocations, process records.
+pub(super) struct Footprint {
+    pub(super) free_frames: u64,
+    capacity_frames: u64,
+    pub(super) allocations: usize,
+    processes: u64,
 }
 
-impl Baseline {
-    /// Settles (see [`settle`]) and measures.
-    pub(super) fn take() -> Self {
+impl Footprint {
+    /// Waits for the reaper, then measures.
+    pub(super) fn settled() -> Self {
         settle();
+        Self::now()
+    }
+
+    fn now() -> Self {
         Self {
-            frames: frames::free_count(),
-            capacity: crate::mm::capacity_frames(),
+            free_frames: frames::free_count(),
+            capacity_frames: crate::mm::capacity_frames(),
             allocations: heap::allocation_count(),
-            live: proc::live_processes(),
+            processes: proc::live_processes(),
         }
     }
 
-    /// Settles and checks that everything `what` used is back; returns the
-    /// figures for the test's report.
-    pub(super) fn check(&self, what: &str) -> Result<alloc::string::String, alloc::string::String> {
+    /// Waits for the reaper, then fails if anything of `what` is left over
+    /// since `self` was measured; returns the new figures.
+    pub(super) fn check_nothing_left(&self, what: &str) -> Result<Self, alloc::string::String> {
         settle();
         // A process record goes with its thread's record, freed by the next
         // thread on that CPU right after the last switch; on a loaded host
         // that CPU may come a little after the joiner.
         let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-        while proc::live_processes() != self.live && crate::arch::tsc::now() < deadline {
+        while proc::live_processes() != self.processes && crate::arch::tsc::now() < deadline {
             task::sleep_for_nanos(1_000_000);
         }
-        if proc::live_processes() != self.live {
+        let after = Self::now();
+        if after.processes != self.processes {
             proc::dump_processes();
             task::dump_threads();
         }
-        check_eq!(proc::live_processes(), self.live, "process records left by {what}");
+        check_eq!(after.processes, self.processes, "process records left over {what}");
         // The heap may have grown (its per-CPU caches fill on more CPUs than
-        // the warm-up used); its frames are capacity, not a leak, and a
-        // leaked object shows as a live allocation.
-        let frames_after = frames::free_count();
-        let grew = crate::mm::capacity_frames() - self.capacity;
-        check_eq!(frames_after + grew, self.frames, "frames leaked by {what}");
-        let allocations_after = heap::allocation_count();
-        // A leaked object is one more live allocation per cycle. What comes
-        // and goes with the moment of measuring is bounded: a few shared
-        // buffers, and per CPU a block of its futures' ready queue and of its
-        // timer heap.
+        // a warm-up used); its frames are capacity, not a leak, and a leaked
+        // object shows as a live allocation.
+        check_eq!(after.free_frames + after.grown_since(self), self.free_frames, "frames leaked over {what}");
+        // A leaked object is one more live allocation per process. What
+        // comes and goes with the moment of measuring is bounded: a few
+        // shared buffers, and per CPU a block of its futures' ready queue and
+        // of its timer heap.
         check!(
-            allocations_after <= self.allocations + allocation_slack(),
-            "live heap allocations went from {} to {allocations_after} over {what}",
-            self.allocations
+            after.allocations <= self.allocations + allocation_slack(),
+            "live heap allocations went from {} to {} over {what}",
+            self.allocations,
+            after.allocations
         );
-        Ok(format!(
-            "free frames {} -> {frames_after} (heap and kernel tables grew {grew} frames), heap allocations {} -> \
-             {allocations_after}",
-            self.frames, self.allocations
-        ))
+        Ok(after)
+    }
+
+    /// Frames the heap and kernel tables grew by since `before`.
+    fn grown_since(&self, before: &Self) -> u64 {
+        self.capacity_frames - before.capacity_frames
     }
 }
 
 ktest!(create_kill_cycles_leak_nothing, || {
     const CYCLES: usize = 1000;
     create_kill_cycles(100)?;
-    let baseline = Baseline::take();
+    let before = Footprint::settled();
     create_kill_cycles(CYCLES)?;
-    let figures = baseline.check(&format!("{CYCLES} create/kill cycles"))?;
-    crate::println!("ktest-info: {CYCLES} process create/kill cycles on {} CPUs: {figures}", smp::cpu_count());
+    let after = before.check_nothing_left(&format!("{CYCLES} create/kill cycles"))?;
+    crate::println!(
+        "ktest-info: {CYCLES} process create/kill cycles on {} CPUs: free frames {} -> {} (heap and kernel tables grew {} frames), heap allocations {} -> {}",
+        smp::cpu_count(),
+        before.free_frames,
+        after.free_frames,
+        after.grown_since(&before),
+        before.allocations,
+        after.allocations
+    );
     Ok(())
+});
+
+/// Waits up to `seconds` for `process` to finish; false if it has not.
+fn finish_within(process: &Process, seconds: u64) -> bool {
+    let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * seconds;
+    while !process.is_finished() {
+        if crate::arch::tsc::now() > deadline {
+            return false;
+        }
+        task::sleep_for_nanos(1_000_000);
+    }
+    true
+}
+
+/// Ends `process` if it still runs, and waits for it.
+fn end_and_join(process: &Process, status: ExitStatus) {
+    process.end(status);
+    task::join(process.task());
+}
+
+/// Runs the program `name` on `cpu` alone; how it ended.
+fn run_on(name: &str, argument: u64, cpu: usize) -> Result<Option<ExitStatus>, alloc::string::String> {
+    let process = create(name, argument)?;
+    process.start_on(CpuSet::only(cpu)).map_err(|e| format!("start {name}: {e}"))?;
+    task::join(process.task());
+    Ok(process.exit_status())
+}
+
+ktest!(no_memory_for_vector_registers_ends_only_that_process, || {
+    // Two CPU-bound processes share a CPU, so the timer preempts them. The
+    // victim's first interrupt finds no memory to save its vector registers
+    // in: it must end with a status saying so, while the kernel, the other
+    // process and later ones go on, and nothing leaks.
+    let cpu = 1 % smp::cpu_count();
+    // Warm up what grows once (caches of this CPU), then measure.
+    let warm = create("spinner", 0)?;
+    warm.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+    check_eq!(run_on("hello", 0, cpu)?, Some(ExitStatus::Exited(0)));
+    end_and_join(&warm, ExitStatus::Killed(0));
+    drop(warm);
+    let before = Footprint::settled();
+
+    let survivor = create("spinner", 0)?;
+    let victim = create("spinner", 0)?;
+    let outcome = (|| {
+        survivor.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+        task::user::fail_next_fpu_saves(victim.task().id(), 1);
+        victim.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+        check!(finish_within(&victim, 20), "the victim still runs ({:?})", victim.state());
+        let text = &victim.program().text;
+        let text_range = text.address..text.address + text.frames.len() as u64 * paging::PAGE_SIZE;
+        match victim.exit_status() {
+            Some(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address }) => {
+                check!(text_range.contains(&address), "it ended at {address:#x}, outside its text {text_range:x?}")
+            }
+            other => return Err(format!("the victim ended {other:?}")),
+        }
+        check!(!survivor.task().is_killed(), "the other process died with the victim");
+        // The CPU goes on running processes: a new one finishes normally
+        // beside the spinner, which is still there to be killed.
+        check_eq!(run_on("hello", 0, cpu)?, Some(ExitStatus::Exited(0)));
+        check!(!survivor.task().is_killed(), "the other process died after the victim");
+        check!(survivor.end(ExitStatus::Killed(6)), "the other process had ended");
+        task::join(survivor.task());
+        check_eq!(survivor.exit_status(), Some(ExitStatus::Killed(6)));
+        Ok(())
+    })();
+    task::user::fail_next_fpu_saves(victim.task().id(), 0);
+    end_and_join(&victim, ExitStatus::Killed(0));
+    end_and_join(&survivor, ExitStatus::Killed(0));
+    outcome?;
+    drop((victim, survivor));
+    before.check_nothing_left("a process ended for want of memory").map(drop)
 });
