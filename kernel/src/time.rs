@@ -196,6 +196,19 @@ pub(crate) fn set_slice_deadline_on(here: usize, deadline: u64) {
     }
 }
 
+/// Brings this CPU's slice deadline forward to `deadline` if that is
+/// earlier (a check the scheduler wants before the slice ends). Interrupts
+/// must be off.
+pub(crate) fn advance_slice_deadline(deadline: u64) {
+    let cpu = this();
+    if deadline < cpu.slice_deadline.load(Ordering::Relaxed) {
+        cpu.slice_deadline.store(deadline, Ordering::Relaxed);
+        if deadline < cpu.armed.load(Ordering::Relaxed) {
+            rearm(cpu);
+        }
+    }
+}
+
 /// No memory was left to queue a timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfMemory;

@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 use crate::entity::{DEFAULT_WEIGHT, Entity, ThreadId};
 use crate::policy::{
     Accounting, CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, Picked, Policy, PolicyKind,
-    RequeueError, STEAL_SCAN_LIMIT, Token, next_instance,
+    RequeueError, STEAL_SCAN_LIMIT, Token, WakeupCheck, next_instance,
 };
 use crate::rbtree::{PopFallback, Popped, Queue, Requeued};
 
@@ -395,6 +395,57 @@ impl Policy for Fair {
             .wrapping_add(self.charge_vruntime(ran_tsc, entity.weight));
         let ahead = running_vruntime.wrapping_sub(first) as i64;
         ahead > Self::vruntime_for(slice, entity.weight) as i64
+    }
+
+    fn check_wakeup(&self, entity: &Entity, ran_tsc: u64) -> WakeupCheck {
+        let Some(first) = self.queue.first_vruntime() else {
+            return WakeupCheck::RunOn;
+        };
+        let slice = self.slice_of(entity);
+        if ran_tsc >= slice {
+            return WakeupCheck::Preempt;
+        }
+        // Preempt once it has run the granularity and is more than the
+        // granularity (in its virtual time) ahead of the first queued.
+        let granularity = self.config.min_granularity_tsc;
+        let threshold = Self::vruntime_for(granularity, entity.weight) as i64;
+        let start = self.min_vruntime.wrapping_add(entity.lag as u64);
+        let ahead_after =
+            |ran: u64| start.wrapping_add(self.charge_vruntime(ran, entity.weight)).wrapping_sub(first) as i64;
+        if ran_tsc >= granularity && ahead_after(ran_tsc) > threshold {
+            return WakeupCheck::Preempt;
+        }
+        // When both will hold, if within the slice.
+        let at = match self.config.accounting {
+            Accounting::Tsc => {
+                // Under TSC accounting its lead grows with every tick run:
+                // it passes the threshold after `needed` more vruntime from
+                // the start of its run, which takes `needed × weight / 1024`
+                // ticks (rounded up).
+                let needed = threshold.saturating_sub(ahead_after(0)).saturating_add(1);
+                let ticks = if needed <= 0 {
+                    0
+                } else if entity.weight == DEFAULT_WEIGHT {
+                    // The common case: one tick is one unit.
+                    needed as u64
+                } else {
+                    // `needed × weight` fits 64 bits for any lead below
+                    // 2^32 units; a 128-bit division is a call of forty.
+                    let weight = u64::from(effective_weight(entity.weight));
+                    match (needed as u64).checked_mul(weight) {
+                        Some(product) => product.div_ceil(u64::from(DEFAULT_WEIGHT)),
+                        None => u64::MAX,
+                    }
+                };
+                ticks.max(granularity)
+            }
+            // A run costs the same however long: only the granularity is
+            // left to wait for, if the lead is already enough.
+            Accounting::SwitchCount if ahead_after(ran_tsc) > threshold => granularity,
+            Accounting::SwitchCount => return WakeupCheck::RunOn,
+        };
+        let at = at.max(ran_tsc.saturating_add(1));
+        if at >= slice { WakeupCheck::RunOn } else { WakeupCheck::AskAt(at) }
     }
 
     fn len(&self) -> usize {

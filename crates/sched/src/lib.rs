@@ -41,6 +41,6 @@ pub use entity::{DEFAULT_WEIGHT, Entity, ThreadId};
 pub use fair::Fair;
 pub use policy::{
     Accounting, CapacityError, Config, ConfigError, EnqueueError, EnqueueReason, MAX_SLICE_TSC, Picked, Policy,
-    PolicyKind, RequeueError, STEAL_SCAN_LIMIT, Token, new_policy,
+    PolicyKind, RequeueError, STEAL_SCAN_LIMIT, Token, WakeupCheck, new_policy,
 };
 pub use round_robin::RoundRobin;

@@ -162,6 +162,25 @@ pub trait Policy: Send {
     #[must_use = "a rescheduling decision that is dropped leaves the wrong thread running"]
     fn should_preempt(&self, entity: &Entity, ran_tsc: u64) -> bool;
 
+    /// Wake-up preemption: after an entity was enqueued onto this CPU (new,
+    /// woken or moved here) while `entity` runs, having run `ran_tsc` ticks
+    /// since it was picked, whether it should give way now, or when to ask
+    /// again. Unlike the tick's [`should_preempt`](Policy::should_preempt),
+    /// which lets the running entity finish its slice unless it is a whole
+    /// slice ahead, this may let a queued entity in as soon as the running
+    /// one is ahead by more than a small granularity (Linux's
+    /// `check_preempt_wakeup`), so that a woken thread does not wait out the
+    /// slice of a CPU-bound one. The kernel asks it after such enqueues, and
+    /// again at the time an [`AskAt`](WakeupCheck::AskAt) names, until the
+    /// answer is `Preempt` or `RunOn` or the entity stops running.
+    ///
+    /// The default answers [`should_preempt`](Policy::should_preempt):
+    /// `Preempt` or `RunOn`.
+    #[must_use = "a rescheduling decision that is dropped leaves the wrong thread running"]
+    fn check_wakeup(&self, entity: &Entity, ran_tsc: u64) -> WakeupCheck {
+        if self.should_preempt(entity, ran_tsc) { WakeupCheck::Preempt } else { WakeupCheck::RunOn }
+    }
+
     /// How many entities are queued.
     fn len(&self) -> usize;
 
@@ -424,6 +443,19 @@ impl fmt::Display for EnqueueError {
 }
 
 impl core::error::Error for EnqueueError {}
+
+/// What [`Policy::check_wakeup`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WakeupCheck {
+    /// The running entity should give way now.
+    Preempt,
+    /// Not yet: ask again once the running entity has run this many TSC
+    /// ticks since it was picked (always more than it has run so far, and
+    /// less than its slice).
+    AskAt(u64),
+    /// Not before the end of its slice, which the tick handles.
+    RunOn,
+}
 
 /// What [`Policy::requeue_and_pick`] did: whether the entity that was
 /// running was queued (and under which token), and the time slice of the

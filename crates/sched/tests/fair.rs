@@ -3,7 +3,7 @@
 //! hand in its comments.
 
 use orrery_sched::{
-    Accounting, Config, ConfigError, EnqueueReason, Entity, Fair, Policy, PolicyKind, ThreadId, new_policy,
+    Accounting, Config, ConfigError, EnqueueReason, Entity, Fair, Policy, PolicyKind, ThreadId, WakeupCheck, new_policy,
 };
 
 /// One millisecond at the default configuration's 1 GHz TSC.
@@ -178,6 +178,47 @@ fn should_preempt_at_slice_end_and_for_owed_sleepers() {
     let running = without.pick_next().unwrap();
     assert!(!without.should_preempt(&running, 800_000));
     assert!(without.should_preempt(&running, 2 * MS));
+}
+
+#[test]
+fn a_woken_entity_preempts_once_the_runner_is_a_granularity_ahead() {
+    // Two runnable at first: slices of 3 ms; then a sleeper wakes owed 3 ms.
+    let mut policy = fair();
+    enqueue(&mut policy, entity(1, 1024), EnqueueReason::New);
+    enqueue(&mut policy, entity(2, 1024), EnqueueReason::New);
+    let running = policy.pick_next().unwrap();
+    enqueue(&mut policy, Entity { lag: -100 * MS_LAG, ..entity(3, 1024) }, EnqueueReason::Wakeup);
+    // 3 ms ahead already: preempt as soon as the granularity has passed.
+    assert_eq!(policy.check_wakeup(&running, 100_000), WakeupCheck::AskAt(750_000));
+    assert_eq!(policy.check_wakeup(&running, 750_000), WakeupCheck::Preempt);
+
+    // Queued level with it (new entities): preempt once its lead passes
+    // the granularity, 0.75 ms of running from a level start.
+    let mut level = fair();
+    enqueue(&mut level, entity(1, 1024), EnqueueReason::New);
+    enqueue(&mut level, entity(2, 1024), EnqueueReason::New);
+    let running = level.pick_next().unwrap();
+    assert_eq!(level.check_wakeup(&running, 100_000), WakeupCheck::AskAt(750_001));
+    assert_eq!(level.check_wakeup(&running, 750_001), WakeupCheck::Preempt);
+    // The tick alone would let it run on until its lead is a whole slice.
+    assert!(!level.should_preempt(&running, 750_001));
+    // Twice the weight: its virtual time runs at half speed, so the same
+    // lead takes twice as long.
+    let mut heavy = fair();
+    enqueue(&mut heavy, entity(1, 2048), EnqueueReason::New);
+    enqueue(&mut heavy, entity(2, 1024), EnqueueReason::New);
+    let running = heavy.pick_next().unwrap();
+    assert_eq!(running.id.0, 1);
+    assert_eq!(heavy.check_wakeup(&running, 0), WakeupCheck::AskAt(750_002));
+
+    // Nothing queued, or the queued one far ahead: the slice decides.
+    let mut alone = fair();
+    enqueue(&mut alone, entity(1, 1024), EnqueueReason::New);
+    let running = alone.pick_next().unwrap();
+    assert_eq!(alone.check_wakeup(&running, 1_000_000), WakeupCheck::RunOn);
+    enqueue(&mut alone, Entity { lag: 100 * MS_LAG, ..entity(2, 1024) }, EnqueueReason::Preempted);
+    assert_eq!(alone.check_wakeup(&running, 1_000_000), WakeupCheck::RunOn);
+    assert_eq!(alone.check_wakeup(&running, 3 * MS), WakeupCheck::Preempt, "its slice is over");
 }
 
 /// Runs equal or weighted threads on one simulated CPU for `duration_tsc`,

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use orrery_sched::{
     Accounting, Config, DEFAULT_WEIGHT, EnqueueReason, Entity, Fair, Policy, PolicyKind, STEAL_SCAN_LIMIT, ThreadId,
-    Token, new_policy,
+    Token, WakeupCheck, new_policy,
 };
 use proptest::prelude::*;
 
@@ -192,6 +192,17 @@ proptest! {
                         prop_assert!(slice > 0);
                         let preempt = policy.should_preempt(running, ran_tsc);
                         prop_assert!(!preempt || !model.queued.is_empty(), "preempted with nobody to run");
+                        // Wake-up preemption is never later than the tick's,
+                        // never with nobody to run, and asks again only
+                        // within the slice, after what has run.
+                        match policy.check_wakeup(running, ran_tsc) {
+                            WakeupCheck::Preempt => prop_assert!(!model.queued.is_empty(), "preempted with nobody to run"),
+                            WakeupCheck::AskAt(at) => {
+                                prop_assert!(!preempt, "asked again where the tick preempts");
+                                prop_assert!(at > ran_tsc && at < slice, "asks again at {} after {} of a {} slice", at, ran_tsc, slice);
+                            }
+                            WakeupCheck::RunOn => prop_assert!(!preempt, "runs on where the tick preempts"),
+                        }
                     }
                 }
             }

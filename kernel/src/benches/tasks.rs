@@ -211,32 +211,46 @@ kbench!(pick_next, |context| {
     main.ok_or_else(|| "no figure".into())
 });
 
-kbench!(cross_cpu_wakeup, |context| {
+/// A thread on CPU 1 waits on a queue; one on CPU 0 wakes it `samples`
+/// times and measures how long until it runs again. With `loaded`, a
+/// CPU-bound thread shares CPU 1 with the sleeper, so each wake-up has to
+/// preempt it. Returns the sorted samples in TSC ticks.
+fn cross_cpu_wakeups(samples: u64, loaded: bool) -> Result<Vec<u64>, alloc::string::String> {
     if smp::cpu_count() < 2 {
-        return Err("needs 2 CPUs: cargo run -- --bench cross_cpu_wakeup --smp 2".into());
+        return Err("needs 2 CPUs: cargo run -- --bench cross_cpu_wakeup,cross_cpu_wakeup_loaded --smp 2".into());
     }
-    // A thread on CPU 1 waits on a queue; one on CPU 0 wakes it and the
-    // sleeper notes when it runs again.
     struct Shared {
         queue: WaitQueue,
         turn: crate::sync::SpinLock<u64>,
         woke_at: AtomicU64,
         stop: AtomicBool,
+        samples: crate::sync::SpinLock<Vec<u64>>,
     }
     let shared = Arc::new(Shared {
         queue: WaitQueue::new(),
         turn: crate::sync::SpinLock::new(0),
         woke_at: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        samples: crate::sync::SpinLock::new(Vec::new()),
     });
-    const SAMPLES: u64 = 500;
+    let spinner = if loaded {
+        let shared = shared.clone();
+        let spinner = Builder::new("spinner").cpus(CpuSet::only(1)).spawn(move || {
+            while !shared.stop.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        });
+        Some(spinner.map_err(|e| format!("{e:?}"))?)
+    } else {
+        None
+    };
     let sleeper_shared = shared.clone();
     let sleeper = Builder::new("sleeper")
         .cpus(CpuSet::only(1))
         .spawn(move || {
             let shared = sleeper_shared;
             let mut seen = 0;
-            while seen < SAMPLES {
+            while seen < samples {
                 let guard = shared.queue.wait_while(&shared.turn, None, |turn| *turn == seen).expect("no kill");
                 seen = *guard;
                 drop(guard);
@@ -244,13 +258,13 @@ kbench!(cross_cpu_wakeup, |context| {
             }
         })
         .map_err(|e| format!("{e:?}"))?;
-    let shared2 = shared.clone();
+    let waker_shared = shared.clone();
     let waker = Builder::new("waker")
         .cpus(CpuSet::only(0))
         .spawn(move || {
-            let shared = shared2;
-            let mut samples = Vec::new();
-            for round in 1..=SAMPLES {
+            let shared = waker_shared;
+            let mut measured = Vec::new();
+            for round in 1..=samples {
                 // Let the sleeper get back to sleep.
                 task::sleep_for_nanos(200_000);
                 shared.woke_at.store(0, Ordering::SeqCst);
@@ -260,22 +274,104 @@ kbench!(cross_cpu_wakeup, |context| {
                 while shared.woke_at.load(Ordering::SeqCst) == 0 {
                     core::hint::spin_loop();
                 }
-                samples.push(shared.woke_at.load(Ordering::SeqCst).saturating_sub(start));
+                measured.push(shared.woke_at.load(Ordering::SeqCst).saturating_sub(start));
             }
-            let median = median(&mut samples);
-            shared.woke_at.store(median, Ordering::SeqCst);
+            measured.sort_unstable();
+            *shared.samples.lock() = measured;
             shared.stop.store(true, Ordering::SeqCst);
         })
         .map_err(|e| format!("{e:?}"))?;
     waker.join();
     sleeper.join();
-    let ticks = shared.woke_at.load(Ordering::SeqCst);
+    if let Some(spinner) = spinner {
+        spinner.join();
+    }
+    let samples = core::mem::take(&mut *shared.samples.lock());
+    Ok(samples)
+}
+
+kbench!(cross_cpu_wakeup, |context| {
+    const SAMPLES: u64 = 500;
+    let mut samples = cross_cpu_wakeups(SAMPLES, false)?;
     Ok(context.per_operation(
-        ticks,
+        median(&mut samples),
         1,
         format!(
             "median of {SAMPLES}: waker on cpu0 publishes and wakes, sleeper halted on cpu1 runs again; {}",
             privileged(&["wake IPI (ICR write)", "HLT wake-up", "EOI", "IRETQ", "timer writes"])
+        ),
+    ))
+});
+
+kbench!(cross_cpu_wakeup_loaded, |context| {
+    const SAMPLES: u64 = 200;
+    let mut samples = cross_cpu_wakeups(SAMPLES, true)?;
+    let worst = samples.last().copied().unwrap_or(0);
+    let p90 = samples.get(samples.len() * 9 / 10).copied().unwrap_or(0);
+    let micros = |ticks: u64| tsc::ticks_to_nanos(ticks) / 1000;
+    Ok(context.per_operation(
+        median(&mut samples),
+        1,
+        format!(
+            "median of {SAMPLES} (90th percentile {} us, worst {} us): as cross_cpu_wakeup with a CPU-bound thread \
+             on cpu1, which the woken sleeper must preempt; {}",
+            micros(p90),
+            micros(worst),
+            privileged(&["wake IPI (ICR write)", "EOI", "IRETQ", "timer writes"])
+        ),
+    ))
+});
+
+kbench!(wakeup_latency_loaded, |context| {
+    // On CPU 0, a CPU-bound thread and a sleeper: the sleeper sleeps to a
+    // deadline 200 times and notes how late it runs. Its timer interrupts
+    // the spinner; whether the sleeper runs at once, after the minimum
+    // granularity, or only when the spinner's slice ends is the policy's
+    // wake-up preemption at work. (One CPU, so under icount the figures
+    // are exact.)
+    const SAMPLES: usize = 200;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinning = stop.clone();
+    let spinner = Builder::new("spinner")
+        .cpus(CpuSet::only(0))
+        .spawn(move || {
+            while !spinning.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    let lateness = Arc::new(crate::sync::SpinLock::new(Vec::with_capacity(SAMPLES)));
+    let noted = lateness.clone();
+    let sleeper = Builder::new("sleeper")
+        .cpus(CpuSet::only(0))
+        .spawn(move || {
+            // Sleeps of 0.1 to 1.6 ms: some end before the spinner has run
+            // the granularity since the sleeper left it the CPU, some after.
+            for sample in 0..SAMPLES as u64 {
+                let deadline = tsc::now() + tsc::nanos_to_ticks(100_000 + sample * 173_000 % 1_500_000);
+                task::sleep_until(deadline);
+                let late = tsc::now().saturating_sub(deadline);
+                noted.lock().push(late);
+            }
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    sleeper.join();
+    stop.store(true, Ordering::Relaxed);
+    spinner.join();
+    let mut samples = core::mem::take(&mut *lateness.lock());
+    samples.sort_unstable();
+    let micros = |ticks: u64| tsc::ticks_to_nanos(ticks) / 1000;
+    let p90 = samples.get(samples.len() * 9 / 10).copied().unwrap_or(0);
+    let worst = samples.last().copied().unwrap_or(0);
+    Ok(context.per_operation(
+        median(&mut samples),
+        1,
+        format!(
+            "median of {SAMPLES} (90th percentile {} us, worst {} us of TSC time): how late a sleeper runs after its \
+             deadline on a CPU where a CPU-bound thread runs (fair policy: 6 ms period, 0.75 ms granularity); {}",
+            micros(p90),
+            micros(worst),
+            privileged(&["timer interrupt (EOI, IRETQ)", "timer writes"])
         ),
     ))
 });

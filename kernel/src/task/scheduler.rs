@@ -29,7 +29,7 @@ use core::{
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering, fence},
 };
 
-use orrery_sched::{Config, EnqueueReason, Entity, Picked, Policy, PolicyKind, placement};
+use orrery_sched::{Config, EnqueueReason, Entity, Picked, Policy, PolicyKind, WakeupCheck, placement};
 
 use super::{
     thread::{self, Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
@@ -88,6 +88,10 @@ struct CpuScheduler {
     /// The CPU's executor has futures ready: the next switch goes to the
     /// dispatcher, which polls them (see `super::futures`).
     futures: AtomicBool,
+    /// When the policy wants to be asked again whether a thread enqueued
+    /// here (new, woken, moved) should preempt the running one (TSC; `u64::MAX`:
+    /// no check pending). Written under the lock; armed as an early tick.
+    wake_check_at: AtomicU64,
     ready: AtomicBool,
 }
 
@@ -114,6 +118,7 @@ static CPUS: [CpuScheduler; MAX_CPUS] = [const {
         switches: AtomicU64::new(0),
         hand_offs: AtomicU64::new(0),
         futures: AtomicBool::new(false),
+        wake_check_at: AtomicU64::new(u64::MAX),
         ready: AtomicBool::new(false),
     }
 }; MAX_CPUS];
@@ -224,7 +229,10 @@ pub fn init(config: Config, kind: PolicyKind) {
             .collect();
         placement::Topology::new(&cpus).expect("the CPU table is a valid topology")
     });
-    traps::set_handler(traps::WAKE_VECTOR, |_frame| apic::end_of_interrupt());
+    traps::set_handler(traps::WAKE_VECTOR, |_frame| {
+        apic::end_of_interrupt();
+        arm_wake_check();
+    });
     traps::set_preempt_hook(preempt_point);
 }
 
@@ -272,14 +280,26 @@ unsafe fn pick_locked(cpu: &CpuScheduler, inner: &mut Inner) -> *const Thread {
     inner.dispatcher
 }
 
-/// Puts `thread` in `cpu`'s queue (lock held) and returns whether `cpu`
-/// should reschedule now (not asked for `Yielded` and `Preempted`, where the
-/// caller is about to pick anyway).
+/// What an enqueue asks of the CPU it enqueued on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resched {
+    /// Nothing.
+    No,
+    /// Reschedule now (the new thread preempts the running one).
+    Now,
+    /// Arm the earlier wake-up check now recorded in `wake_check_at`.
+    Check,
+}
+
+/// Puts `thread` in `cpu`'s queue (lock held) and returns what `cpu` should
+/// do: reschedule now, check again later (the policy's wake-up
+/// preemption), or nothing (not asked for `Yielded` and `Preempted`, where
+/// the caller is about to pick anyway).
 ///
 /// # Safety
 /// The caller holds `cpu`'s lock and owns `thread` (it is in no queue, not
 /// running, and its context is saved or not yet started).
-unsafe fn enqueue_locked(cpu: &CpuScheduler, target: usize, thread: &Thread, why: EnqueueReason) -> bool {
+unsafe fn enqueue_locked(cpu: &CpuScheduler, target: usize, thread: &Thread, why: EnqueueReason) -> Resched {
     // SAFETY: the caller holds the lock.
     let inner = unsafe { cpu.inner() };
     let policy = inner.policy.as_mut().expect("scheduler started on the target CPU");
@@ -295,17 +315,38 @@ unsafe fn enqueue_locked(cpu: &CpuScheduler, target: usize, thread: &Thread, why
     thread.descriptor.cpu.store(target as u32, Ordering::Release);
     thread.descriptor.set_state(ThreadState::Runnable);
     if matches!(why, EnqueueReason::Yielded | EnqueueReason::Preempted) {
-        return false;
+        return Resched::No;
     }
     let current = cpu.current.load(Ordering::Relaxed);
     if current.is_null() || core::ptr::eq(current, inner.dispatcher) {
-        return true;
+        return Resched::Now;
     }
     // SAFETY: the current thread of a CPU is alive while the lock is held.
     let current = unsafe { &*current };
     // SAFETY: a running thread's entity belongs to its CPU, whose lock we hold.
     let running = unsafe { *current.descriptor.entity.get() };
-    policy.should_preempt(&running, tsc::now().saturating_sub(inner.picked_at))
+    let ran = tsc::now().saturating_sub(inner.picked_at);
+    if why != EnqueueReason::Wakeup {
+        // A new or moved thread waits for the running one's slice like any
+        // queued thread, unless the tick's rule lets it in now.
+        return if policy.should_preempt(&running, ran) { Resched::Now } else { Resched::No };
+    }
+    match policy.check_wakeup(&running, ran) {
+        WakeupCheck::Preempt => Resched::Now,
+        WakeupCheck::AskAt(ran) => {
+            let at = inner.picked_at.saturating_add(ran);
+            if cpu.wake_check_at.fetch_min(at, Ordering::Relaxed) > at { Resched::Check } else { Resched::No }
+        }
+        WakeupCheck::RunOn => Resched::No,
+    }
+}
+
+/// Arms this CPU's pending wake-up check as an early tick (interrupts off).
+fn arm_wake_check() {
+    let at = this_cpu().wake_check_at.load(Ordering::Relaxed);
+    if at != u64::MAX {
+        time::advance_slice_deadline(at);
+    }
 }
 
 /// Tells CPU `target` to reschedule: a flag, and an IPI if it is another CPU.
@@ -364,19 +405,26 @@ pub(super) fn enqueue_new(thread: &Thread) {
 /// needed.
 fn place(thread: &Thread, target: usize, why: EnqueueReason) {
     let cpu = &CPUS[target];
-    let kick_needed = interrupts::without(|| {
+    let resched = interrupts::without(|| {
         cpu.lock();
         // SAFETY: lock held; the caller owns the thread.
-        let kick = unsafe { enqueue_locked(cpu, target, thread, why) };
+        let resched = unsafe { enqueue_locked(cpu, target, thread, why) };
         cpu.unlock();
-        kick
+        if resched == Resched::Check && target == cpu_index() {
+            arm_wake_check();
+            return Resched::No;
+        }
+        resched
     });
     trace::record(EventKind::Wake, thread.id().0, target as u64);
     // Pairs with the fence in the dispatcher's idle check: either it sees
     // the new entry, or this sees it idle and sends the IPI.
     fence(Ordering::SeqCst);
-    if kick_needed || cpu.idle.load(Ordering::SeqCst) {
+    if resched == Resched::Now || cpu.idle.load(Ordering::SeqCst) {
         kick(target);
+    } else if resched == Resched::Check {
+        // Its wake-up interrupt arms the check there.
+        apic::send_ipi(smp::apic_id(target), traps::WAKE_VECTOR);
     }
 }
 
@@ -505,9 +553,10 @@ pub fn block_and_switch_to(target: &Thread) -> HandOff {
         // Woken (or killed) before it could sleep: it carries on, and the
         // target joins this CPU's queue as any woken thread would.
         // SAFETY: lock held; the target is ours since the transition above.
-        let preempt = unsafe { enqueue_locked(cpu, here, target, EnqueueReason::Wakeup) };
-        if preempt {
-            cpu.need_resched.store(true, Ordering::Relaxed);
+        match unsafe { enqueue_locked(cpu, here, target, EnqueueReason::Wakeup) } {
+            Resched::Now => cpu.need_resched.store(true, Ordering::Relaxed),
+            Resched::Check => arm_wake_check(),
+            Resched::No => {}
         }
         cpu.unlock();
         interrupts::restore(saved);
@@ -559,14 +608,38 @@ pub fn slice_expired(now: u64) {
         // budget: a thread alone here would otherwise run slice after slice
         // (nothing queued to preempt it for) while they wait.
         let futures_waiting = cpu.futures.load(Ordering::Relaxed);
-        if must_stop || slice_over || futures_waiting || policy.should_preempt(&entity, ran) {
-            cpu.need_resched.store(true, Ordering::Relaxed);
+        let mut preempt = must_stop || slice_over || futures_waiting || policy.should_preempt(&entity, ran);
+        // A wake-up check that came due (an early tick armed for it): the
+        // policy's wake-up preemption, which may let a woken thread in
+        // before the slice ends, or asks to be asked again.
+        let wake_check_at = cpu.wake_check_at.load(Ordering::Relaxed);
+        let mut next_check = wake_check_at;
+        if !preempt && wake_check_at <= now {
+            next_check = u64::MAX;
+            match policy.check_wakeup(&entity, ran) {
+                WakeupCheck::Preempt => preempt = true,
+                // Not sooner than 50 us from now, whatever a policy answers:
+                // the check must not become an interrupt storm.
+                WakeupCheck::AskAt(at) => {
+                    next_check = inner.picked_at.saturating_add(at).max(now.saturating_add(tsc::hz() / 20_000));
+                }
+                WakeupCheck::RunOn => {}
+            }
         }
-        // Another slice: if nobody is to run instead, this thread's; if a
-        // switch was asked for, the switch arms the next thread's, and should
-        // the request not be acted on yet (the thread is inside a critical
-        // section that ends later), the tick comes again to ask anew.
-        time::set_slice_deadline(now + slice);
+        if preempt {
+            cpu.need_resched.store(true, Ordering::Relaxed);
+            next_check = u64::MAX;
+        }
+        cpu.wake_check_at.store(next_check, Ordering::Relaxed);
+        // The next tick: the end of this slice, or if it is over (nobody
+        // to run instead), another one; if a switch was asked for, the
+        // switch arms the next thread's, and should the request not be
+        // acted on yet (the thread is inside a critical section that ends
+        // later), the tick comes again to ask anew. A pending wake-up check
+        // comes first.
+        let slice_end = inner.slice_started.saturating_add(slice);
+        let next = if slice_end > now { slice_end } else { now.saturating_add(slice) };
+        time::set_slice_deadline(next.min(next_check));
     }
     cpu.unlock();
 }
@@ -755,6 +828,7 @@ pub fn schedule(why: Switch) {
         previous.descriptor.set_state(ThreadState::Running);
         inner.picked_at = now;
         inner.slice_started = now;
+        cpu.wake_check_at.store(u64::MAX, Ordering::Relaxed);
         if !is_dispatcher {
             // It runs on: a fresh slice, or nothing would preempt it again.
             let slice = picked_slice.unwrap_or_else(|| {
@@ -776,6 +850,10 @@ pub fn schedule(why: Switch) {
     next.descriptor.cpu.store(here as u32, Ordering::Relaxed);
     inner.picked_at = now;
     inner.slice_started = now;
+    // A new run: a pending wake-up check was about the previous one. (Its
+    // early tick, if armed, comes and finds nothing due: cheaper than a
+    // timer write at every switch.)
+    cpu.wake_check_at.store(u64::MAX, Ordering::Relaxed);
     cpu.current.store((next as *const Thread).cast_mut(), Ordering::Relaxed);
     // User threads have no stack: they run on the dispatcher's.
     // SAFETY: the dispatcher pointer is set when the CPU starts and lives for
@@ -984,7 +1062,8 @@ pub fn pull_work() -> bool {
             unsafe {
                 *thread.descriptor.entity.get() = entity;
                 *thread.descriptor.token.get() = None;
-                enqueue_locked(&CPUS[me], me, thread, EnqueueReason::Migrated);
+                // The dispatcher runs here (the CPU was idle): it picks next.
+                let _ = enqueue_locked(&CPUS[me], me, thread, EnqueueReason::Migrated);
             }
             moved = Some(thread.id());
             let _ = to;
