@@ -337,6 +337,7 @@ impl Policy for Fair {
         self.charge_inline(entity, ran_tsc);
     }
 
+    #[inline(always)]
     fn requeue_and_pick(
         &mut self,
         running: &mut Entity,

@@ -30,6 +30,7 @@
 
 extern crate alloc;
 
+mod any;
 mod entity;
 mod fair;
 pub mod placement;
@@ -37,6 +38,7 @@ mod policy;
 mod rbtree;
 mod round_robin;
 
+pub use any::AnyPolicy;
 pub use entity::{DEFAULT_WEIGHT, Entity, ThreadId};
 pub use fair::Fair;
 pub use policy::{

@@ -193,6 +193,7 @@ impl Policy for RoundRobin {
         charge(entity, ran_tsc);
     }
 
+    #[inline(always)]
     fn requeue_and_pick(
         &mut self,
         running: &mut Entity,

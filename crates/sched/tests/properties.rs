@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orrery_sched::{
-    Accounting, Config, DEFAULT_WEIGHT, EnqueueReason, Entity, Fair, Policy, PolicyKind, STEAL_SCAN_LIMIT, ThreadId,
-    Token, WakeupCheck, new_policy,
+    Accounting, AnyPolicy, Config, DEFAULT_WEIGHT, EnqueueReason, Entity, Fair, Policy, PolicyKind, STEAL_SCAN_LIMIT,
+    ThreadId, Token, WakeupCheck, new_policy,
 };
 use proptest::prelude::*;
 
@@ -531,17 +531,21 @@ proptest! {
     /// (f) `requeue_and_pick` makes exactly the decisions of `charge`,
     /// `enqueue` and `pick_next` in turn — the same entity runs, with the
     /// same lag, run time and count, and the queues drain alike — whether a
-    /// policy implements it itself or takes the trait's default; its tokens
-    /// remove what they name; and it never fails.
+    /// policy implements it itself, takes the trait's default, or is called
+    /// through `AnyPolicy`; its tokens remove what they name; and it never
+    /// fails.
     #[test]
     fn requeue_and_pick_matches_the_three_calls(
         kind in kind(),
         accounting in accounting(),
-        default in any::<bool>(),
+        through in 0..3u8,
         steps in proptest::collection::vec(step(), 0..300),
     ) {
-        let combined: Box<dyn Policy> =
-            if default { Box::new(Plain(build(kind, accounting))) } else { build(kind, accounting) };
+        let combined: Box<dyn Policy> = match through {
+            0 => Box::new(Plain(build(kind, accounting))),
+            1 => Box::new(AnyPolicy::new(kind, Config { accounting, ..Config::default() }).unwrap()),
+            _ => build(kind, accounting),
+        };
         let mut sides = [
             Side { policy: combined, running: None, held: Vec::new(), tokens: BTreeMap::new() },
             Side { policy: build(kind, accounting), running: None, held: Vec::new(), tokens: BTreeMap::new() },

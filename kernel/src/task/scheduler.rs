@@ -1,7 +1,8 @@
 //! The scheduling mechanism: per-CPU run queues, the switch, wake-ups,
 //! preemption, migration and the dispatcher loop.
 //!
-//! Policy lives in `orrery-sched`: each CPU owns one `Box<dyn Policy>`,
+//! Policy lives in `orrery-sched`: each CPU owns one `AnyPolicy` (a
+//! built-in policy called directly, or any other behind `dyn Policy`),
 //! which only ever sees [`Entity`] values (id, weight, lag, run time). This
 //! module is the mechanism around it.
 //!
@@ -23,13 +24,13 @@
 //! before it releases the lock of the condition it waits for, and a wake-up
 //! that finds it still `Blocking` cancels the wait.
 
-use alloc::{boxed::Box, sync::Arc, vec::Vec};
+use alloc::{sync::Arc, vec::Vec};
 use core::{
     cell::UnsafeCell,
     sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering, fence},
 };
 
-use orrery_sched::{Config, EnqueueReason, Entity, Picked, Policy, PolicyKind, WakeupCheck, placement};
+use orrery_sched::{AnyPolicy, Config, EnqueueReason, Entity, Picked, Policy, PolicyKind, WakeupCheck, placement};
 
 use super::{
     thread::{self, Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
@@ -60,7 +61,7 @@ pub enum Switch {
 }
 
 struct Inner {
-    policy: Option<Box<dyn Policy>>,
+    policy: Option<AnyPolicy>,
     dispatcher: *const Thread,
     picked_at: u64,
     /// When the running thread's slice began. Unlike `picked_at` (the start
@@ -209,7 +210,7 @@ pub fn is_running_on(cpu: usize) -> bool {
 pub fn init(config: Config, kind: PolicyKind) {
     POLICY_CONFIG.call_once(|| config);
     for cpu in CPUS.iter().take(smp::cpu_count()) {
-        let mut policy = orrery_sched::new_policy(kind, config).expect("a valid policy configuration");
+        let mut policy = AnyPolicy::new(kind, config).expect("a valid policy configuration");
         // Room for the usual number of threads, so enqueues rarely allocate
         // under the lock.
         let _ = policy.reserve(64);
@@ -1144,7 +1145,7 @@ pub fn dispatcher_loop() -> ! {
 /// Changes the policy of CPU `target` at run time, moving its queued
 /// threads into the new policy in the order they would have run.
 pub fn set_policy(target: usize, kind: PolicyKind) -> Result<(), orrery_sched::ConfigError> {
-    let mut policy = orrery_sched::new_policy(kind, *POLICY_CONFIG.get().expect("init"))?;
+    let mut policy = AnyPolicy::new(kind, *POLICY_CONFIG.get().expect("init"))?;
     let cpu = &CPUS[target];
     let mut moved = Vec::new();
     let _ = policy.reserve(64);
