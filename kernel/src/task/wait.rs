@@ -57,18 +57,10 @@ impl Waiters {
         usize::from(self.first.is_some()) + self.rest.len()
     }
 
-    /// Removes `thread`'s entries, returning them (to be dropped outside the
-    /// lock): the inline one, and any from the rest.
-    fn remove(&mut self, thread: &Thread) -> (Option<Arc<Thread>>, alloc::vec::Vec<Arc<Thread>>) {
-        let first = if self.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
-            self.first.take()
-        } else {
-            None
-        };
+    /// Removes `thread`'s entries from the rest of the queue, returning them
+    /// (to be dropped outside the lock).
+    fn remove_from_rest(&mut self, thread: &Thread) -> alloc::vec::Vec<Arc<Thread>> {
         let mut removed = alloc::vec::Vec::new();
-        if self.rest.is_empty() {
-            return (first, removed);
-        }
         self.rest.retain(|waiter| {
             if core::ptr::eq(&**waiter, thread) {
                 removed.push(waiter.clone());
@@ -77,7 +69,7 @@ impl Waiters {
                 true
             }
         });
-        (first, removed)
+        removed
     }
 }
 
@@ -143,9 +135,19 @@ impl WaitQueue {
 
     /// Takes `thread` off the queue (its wait ended some other way).
     pub fn remove(&self, thread: &Thread) {
-        // Dropped outside the lock: it may be the last reference.
-        let removed = self.waiters.lock().remove(thread);
-        drop(removed);
+        let mut waiters = self.waiters.lock();
+        let first = if waiters.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
+            waiters.first.take()
+        } else {
+            None
+        };
+        // The usual case, nobody else queued (a waker took everyone), needs
+        // no search. What was taken is dropped outside the lock: it may be
+        // the last reference.
+        let rest = if waiters.rest.is_empty() { alloc::vec::Vec::new() } else { waiters.remove_from_rest(thread) };
+        drop(waiters);
+        drop(first);
+        drop(rest);
     }
 
     /// Puts `thread` on the queue unless it is there already: for system-call
