@@ -35,7 +35,7 @@ use crate::{
         traps::Exception,
         user::{Trap, UserContext},
     },
-    mm::frames,
+    mm::frames::{self, SharedFrames},
     sync::SpinLock,
     task::{self, CpuSet, Task, ThreadId, user::UserState},
 };
@@ -87,6 +87,14 @@ struct StartDraft {
     mailbox_count: u64,
     shared_address: u64,
     shared_length: u64,
+}
+
+/// Consecutive pages of a mapping whose frames `record` keeps, from its
+/// page `first` (counted from the mapping's start).
+struct Run {
+    first: usize,
+    pages: usize,
+    record: Arc<SharedFrames>,
 }
 
 /// Where the next mappings of each kind go.
@@ -326,7 +334,7 @@ impl Process {
             address
         };
         let access = if writable { Access::USER_DATA } else { Access::USER_READ_ONLY };
-        self.map_shared(address, frames, access)?;
+        self.map_shared(address, frames, &[], access)?;
         let mut start = self.start.lock();
         if start.shared_address == 0 {
             start.shared_address = address;
@@ -335,14 +343,24 @@ impl Process {
         Ok(address)
     }
 
-    fn map_shared(&self, address: u64, frames: &[Frame], access: Access) -> Result<(), Error> {
+    /// Maps `frames` at `address` without owning them, keeping the record
+    /// of each of `runs` for the pages it covers.
+    fn map_shared(&self, address: u64, frames: &[Frame], runs: &[Run], access: Access) -> Result<(), Error> {
+        let end = address + frames.len() as u64 * 4096;
         self.task
             .with_address_space(|space| {
+                space.reserve_kept(runs.len()).map_err(|_| Error::OutOfMemory)?;
+                for run in runs {
+                    let start = address + run.first as u64 * 4096;
+                    let kept = space.keep(start, start + run.pages as u64 * 4096, run.record.clone());
+                    kept.map_err(|_| Error::OutOfMemory)?;
+                }
                 for (index, frame) in frames.iter().enumerate() {
                     if let Err(error) = space.map(address + index as u64 * 4096, *frame, access, false) {
                         for undo in 0..index {
                             space.unmap(address + undo as u64 * 4096);
                         }
+                        space.release_kept(address, end);
                         return Err(if error == MapError::OutOfFrames { Error::OutOfMemory } else { Error::Overlaps });
                     }
                 }
@@ -363,7 +381,9 @@ impl Process {
             layout.next_mailbox += length + 4096;
             address
         };
-        self.map_shared(address, mailbox.frames(), Access::USER_DATA)?;
+        let record = mailbox.pages();
+        let run = Run { first: 0, pages: record.frames().len(), record: record.clone() };
+        self.map_shared(address, record.frames(), &[run], Access::USER_DATA)?;
         Ok(address)
     }
 
