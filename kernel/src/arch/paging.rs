@@ -333,7 +333,6 @@ struct TableRecord {
 struct Kept {
     start: u64,
     end: u64,
-    #[expect(dead_code, reason = "held, not read: the frames go with the last reference")]
     frames: Arc<SharedFrames>,
 }
 
@@ -451,6 +450,28 @@ impl AddressSpace {
         Some(frame)
     }
 
+    /// Makes the mapping of `address` stop owning its frame, which the
+    /// caller takes over (to hand it to a [`SharedFrames`] record this space
+    /// then [keeps](Self::keep)): the page stays mapped as it was, but
+    /// neither [`unmap`](Self::unmap) nor tear-down frees the frame. Returns
+    /// the frame, or `None` if the page is not mapped or not owned.
+    pub fn disown(&mut self, address: u64) -> Option<Frame> {
+        check_address(address, true).ok()?;
+        // SAFETY: `&mut self` serialises changes to this space's tables.
+        let entry = unsafe { walk(self.root, address, false, false) }.ok()??;
+        // SAFETY: `entry` points into one of this space's tables, 8-byte
+        // aligned. The page stays mapped and may be in use on another CPU,
+        // which may set its accessed and dirty bits meanwhile: an atomic
+        // update keeps them. Only the software bit changes, which the CPU
+        // ignores, so no cached translation goes stale.
+        let old = unsafe { AtomicU64::from_ptr(entry) }.fetch_and(!OWNED, Ordering::AcqRel);
+        if old & (flags::PRESENT | OWNED) != flags::PRESENT | OWNED {
+            return None;
+        }
+        self.count_owned(entry, -1);
+        Some(Frame::containing(old & flags::ADDRESS_MASK))
+    }
+
     /// Holds a reference to `frames` for the pages `start..end`, which map
     /// (or are about to map) some of its frames without owning them, until
     /// [`release_kept`](Self::release_kept) or tear-down drops it. Fails
@@ -465,6 +486,12 @@ impl AddressSpace {
     /// cannot fail.
     pub fn reserve_kept(&mut self, additional: usize) -> Result<(), MapError> {
         self.kept.try_reserve(additional).map_err(|_| MapError::OutOfFrames)
+    }
+
+    /// The record that keeps the frame of the page at `address` alive, if
+    /// one does (the page is mapped without [`OWNED`] from a shared record).
+    pub fn keeper(&self, address: u64) -> Option<&Arc<SharedFrames>> {
+        self.kept.iter().rev().find(|kept| (kept.start..kept.end).contains(&address)).map(|kept| &kept.frames)
     }
 
     /// Drops the references kept for pages that lie wholly inside

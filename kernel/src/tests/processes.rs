@@ -461,7 +461,7 @@ ktest!(create_kill_cycles_leak_nothing, || {
 });
 
 /// Waits up to `seconds` for `process` to finish; false if it has not.
-fn finish_within(process: &Process, seconds: u64) -> bool {
+pub(super) fn finish_within(process: &Process, seconds: u64) -> bool {
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * seconds;
     while !process.is_finished() {
         if crate::arch::tsc::now() > deadline {
