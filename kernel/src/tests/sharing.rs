@@ -118,6 +118,19 @@ fn hammer(shared: &[Frame]) -> Result<usize, String> {
 /// Returns the rounds made and the frames they took.
 fn sweep_memory(child: &Process, shared: &[Frame], sweep: bool) -> Result<(u64, u64), String> {
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 120;
+    // The child has checked the markers once its first round has written
+    // the second word (zero until then); only then may the first change.
+    let second_word = || {
+        // SAFETY: the physical window maps every frame; this one is the
+        // child's shared page, which it writes a whole aligned word at a
+        // time, so an aligned u64 read sees one of its values.
+        unsafe { (frames::frame_pointer(shared[0]) as *const u64).add(1).read_volatile() }
+    };
+    while second_word() == 0 {
+        check!(!child.is_finished(), "the child ended ({:?}) before its first round", child.exit_status());
+        check!(crate::arch::tsc::now() < deadline, "the child never began its rounds");
+        task::sleep_for_nanos(100_000);
+    }
     let all = if sweep { frames::free_count() + HAMMER_FRAMES as u64 } else { 0 };
     let (mut taken, mut rounds) = (0, 0);
     while taken < all {
