@@ -56,7 +56,9 @@ pub enum Syscall {
     /// `map_memory(length, flags)`: maps zeroed private memory (flags:
     /// [`MAP_WRITE`]) and returns its address.
     MapMemory = 6,
-    /// `unmap_memory(address, length)`: unmaps memory mapped by `map_memory`.
+    /// `unmap_memory(address, length)`: unmaps memory mapped by `map_memory`
+    /// (the whole mapping). Pages of it shared with a child stay mapped
+    /// there until the child ends.
     UnmapMemory = 7,
     /// `image_count()`: how many program images the supervisor holds.
     /// Supervisor only.
@@ -80,7 +82,8 @@ pub enum Syscall {
     /// `process_share(handle, address, length, child_address, flags)`: maps
     /// pages of this process into a CREATED child. The pages must be this
     /// process's memory; stack pages it has not touched yet are mapped
-    /// first, as a touch would map them.
+    /// first, as a touch would map them. They stay allocated for as long as
+    /// either process maps them: this one may end, or unmap them, first.
     ProcessShare = 15,
     /// `mailbox_create(slots)`: makes a mailbox, maps it here (this process
     /// may serve it and grant it) and returns its handle; its address comes

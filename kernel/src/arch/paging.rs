@@ -14,17 +14,22 @@
 //! kernel mapping made later is seen everywhere without touching any PML4.
 //! Leaf entries carry the software bit [`OWNED`] when the address space owns
 //! the frame and must free it when the mapping or the space goes away;
-//! shared frames (a program's text, a task-set area) are mapped without it
-//! and freed by their owner.
+//! shared frames (a program's text, a task-set area, a mailbox, pages a
+//! process shared with a child) are mapped without it and freed by their
+//! owner. Where that owner is a [`SharedFrames`] record, the space holds a
+//! reference to it for as long as it maps the frames
+//! ([`AddressSpace::keep`]), dropped only after the mappings are gone.
 
 use core::{
     arch::asm,
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use alloc::{sync::Arc, vec::Vec};
+
 use orrery_frames::Frame;
 
-use crate::mm::frames;
+use crate::mm::frames::{self, SharedFrames};
 
 /// Where the kernel image is linked (the top 2 GiB).
 pub const KERNEL_OFFSET: u64 = 0xffff_ffff_8000_0000;
@@ -323,6 +328,14 @@ struct TableRecord {
     owned: u32,
 }
 
+/// Pages `start..end` of an address space map frames of `frames` (some of
+/// them, without [`OWNED`]), or did until they were unmapped.
+struct Kept {
+    start: u64,
+    end: u64,
+    frames: Arc<SharedFrames>,
+}
+
 /// An address space: a PML4 whose kernel half is the shared kernel mapping
 /// and whose lower half belongs to one task or process.
 pub struct AddressSpace {
@@ -331,7 +344,12 @@ pub struct AddressSpace {
     /// Every lower-half page table of this space, so that tearing the space
     /// down visits only tables that exist, and scans a last-level table only
     /// until it has found the owned frames it holds.
-    tables: alloc::vec::Vec<TableRecord>,
+    tables: Vec<TableRecord>,
+    /// References to the shared records whose frames this space maps, each
+    /// with the pages it covers: dropped only after those mappings are gone
+    /// (released with the range, or after the tables at tear-down), so no
+    /// frame is freed while this space maps it.
+    kept: Vec<Kept>,
     /// Bumped on every unmap, so a CPU that cached this space's
     /// translations under its PCID knows to flush before using it again.
     generation: AtomicU64,
@@ -348,7 +366,8 @@ impl AddressSpace {
         Ok(Self {
             root,
             id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed),
-            tables: alloc::vec::Vec::new(),
+            tables: Vec::new(),
+            kept: Vec::new(),
             generation: AtomicU64::new(0),
         })
     }
@@ -431,9 +450,64 @@ impl AddressSpace {
         Some(frame)
     }
 
+    /// Makes the mapping of `address` stop owning its frame, which the
+    /// caller takes over (to hand it to a [`SharedFrames`] record this space
+    /// then [keeps](Self::keep)): the page stays mapped as it was, but
+    /// neither [`unmap`](Self::unmap) nor tear-down frees the frame. Returns
+    /// the frame, or `None` if the page is not mapped or not owned.
+    pub fn disown(&mut self, address: u64) -> Option<Frame> {
+        check_address(address, true).ok()?;
+        // SAFETY: `&mut self` serialises changes to this space's tables.
+        let entry = unsafe { walk(self.root, address, false, false) }.ok()??;
+        // SAFETY: `entry` points into one of this space's tables, 8-byte
+        // aligned. The page stays mapped and may be in use on another CPU,
+        // which may set its accessed and dirty bits meanwhile: an atomic
+        // update keeps them. Only the software bit changes, which the CPU
+        // ignores, so no cached translation goes stale.
+        let old = unsafe { AtomicU64::from_ptr(entry) }.fetch_and(!OWNED, Ordering::AcqRel);
+        if old & (flags::PRESENT | OWNED) != flags::PRESENT | OWNED {
+            return None;
+        }
+        self.count_owned(entry, -1);
+        Some(Frame::containing(old & flags::ADDRESS_MASK))
+    }
+
+    /// Holds a reference to `frames` for the pages `start..end`, which map
+    /// (or are about to map) some of its frames without owning them, until
+    /// [`release_kept`](Self::release_kept) or tear-down drops it. Fails
+    /// only for want of memory.
+    pub fn keep(&mut self, start: u64, end: u64, frames: Arc<SharedFrames>) -> Result<(), MapError> {
+        self.reserve_kept(1)?;
+        self.kept.push(Kept { start, end, frames });
+        Ok(())
+    }
+
+    /// Makes room for `additional` more [`keep`](Self::keep)s, which then
+    /// cannot fail.
+    pub fn reserve_kept(&mut self, additional: usize) -> Result<(), MapError> {
+        self.kept.try_reserve(additional).map_err(|_| MapError::OutOfFrames)
+    }
+
+    /// The record that keeps the frame of the page at `address` alive, if
+    /// one does (the page is mapped without [`OWNED`] from a shared record).
+    pub fn keeper(&self, address: u64) -> Option<&Arc<SharedFrames>> {
+        self.kept.iter().rev().find(|kept| (kept.start..kept.end).contains(&address)).map(|kept| &kept.frames)
+    }
+
+    /// Drops the references kept for pages that lie wholly inside
+    /// `start..end`, whose mappings the caller has removed (a range that
+    /// reaches outside stays kept until tear-down: later, never too early).
+    /// Frames whose last reference this was are freed, so as for
+    /// [`unmap`](Self::unmap) the caller must make sure no CPU keeps a stale
+    /// translation of them.
+    pub fn release_kept(&mut self, start: u64, end: u64) {
+        self.kept.retain(|kept| !(start <= kept.start && kept.end <= end));
+    }
+
     /// Unmaps everything in the lower half, freeing owned frames and the
-    /// lower-half page tables; the space stays usable (and empty). Nothing
-    /// may run on the space meanwhile.
+    /// lower-half page tables, then drops the references to shared records
+    /// (freeing their frames if no other space maps them); the space stays
+    /// usable (and empty). Nothing may run on the space meanwhile.
     pub fn clear_lower_half(&mut self) {
         // SAFETY: `&mut self` serialises changes, and the caller guarantees
         // no CPU runs on the space; the tables listed are this space's.
@@ -442,6 +516,8 @@ impl AddressSpace {
             (&mut *table_at(self.root))[..256].fill(0);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
+        // Only now: nothing here maps their frames any more.
+        self.kept.clear();
     }
 
     /// The physical address `address` maps to, and the entry bits.
@@ -466,6 +542,8 @@ impl Drop for AddressSpace {
         // by dropping), so its lower-half tables can be torn down.
         unsafe { free_tables(&mut self.tables) };
         frames::deallocate(Frame::containing(self.root));
+        // After the tables, as in `clear_lower_half`.
+        self.kept.clear();
     }
 }
 
@@ -474,7 +552,7 @@ impl Drop for AddressSpace {
 ///
 /// # Safety
 /// Nothing may use the tables any more.
-unsafe fn free_tables(tables: &mut alloc::vec::Vec<TableRecord>) {
+unsafe fn free_tables(tables: &mut Vec<TableRecord>) {
     for record in tables.drain(..) {
         let mut remaining = record.owned;
         if record.level == 1 && remaining > 0 {

@@ -147,3 +147,31 @@ pub fn is_free(frame: Frame) -> bool {
 pub fn frame_pointer(frame: Frame) -> *mut u8 {
     paging::phys_to_virt(frame.address()) as *mut u8
 }
+
+/// Frames that more than one address space may map, none of them owning
+/// them (a mailbox's pages, pages a parent shared with a child): each space
+/// that maps some holds a reference (`AddressSpace::keep`), and the frames
+/// go back to the allocator when the last reference is dropped, which the
+/// spaces do only once their mappings of the frames are gone.
+pub struct SharedFrames {
+    frames: alloc::vec::Vec<Frame>,
+}
+
+impl SharedFrames {
+    /// Takes ownership of `frames`, which nothing may own any more (no page
+    /// table entry maps them with [`paging::OWNED`]).
+    pub fn new(frames: alloc::vec::Vec<Frame>) -> alloc::sync::Arc<Self> {
+        alloc::sync::Arc::new(Self { frames })
+    }
+
+    /// The frames, in the order given.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+}
+
+impl Drop for SharedFrames {
+    fn drop(&mut self) {
+        self.frames.drain(..).for_each(deallocate);
+    }
+}

@@ -62,6 +62,18 @@ pub struct Program {
     pub stack_size: u64,
 }
 
+impl Program {
+    /// True when `address` is in the program's text or read-only data:
+    /// pages every process of the program maps without owning them, whose
+    /// frames the program keeps. A loaded program is never dropped (the
+    /// loader's list lives as long as the kernel), so neither are they.
+    pub fn image_holds(&self, address: u64) -> bool {
+        let holds =
+            |pages: &Pages| (pages.address..pages.address + pages.frames.len() as u64 * 4096).contains(&address);
+        holds(&self.text) || self.rodata.as_ref().is_some_and(holds)
+    }
+}
+
 impl Drop for Program {
     fn drop(&mut self) {
         let mut all = core::mem::take(&mut self.text.frames);

@@ -24,7 +24,7 @@ use orrery_frames::Frame;
 
 use crate::{
     arch::tsc,
-    mm::frames,
+    mm::frames::{self, SharedFrames},
     task::{self, WaitQueue},
 };
 
@@ -36,7 +36,9 @@ struct Doorbell {
 
 /// A mailbox: its pages and its doorbells.
 pub struct MailboxObject {
-    frames: Vec<Frame>,
+    /// Kept also by every address space that maps them, so that they stay
+    /// while mapped even once every handle to the mailbox is closed.
+    pages: Arc<SharedFrames>,
     slots: u64,
     doorbells: [Doorbell; 2],
     /// Set when the server has gone: clients' waits end with `PeerGone`.
@@ -79,7 +81,7 @@ impl MailboxObject {
             return Err(Error::BadLength);
         }
         Ok(Arc::new(Self {
-            frames: owned,
+            pages: SharedFrames::new(owned),
             slots,
             doorbells: [
                 Doorbell { count: AtomicU64::new(0), waiters: WaitQueue::new() },
@@ -89,14 +91,14 @@ impl MailboxObject {
         }))
     }
 
-    /// The frames to map.
-    pub fn frames(&self) -> &[Frame] {
-        &self.frames
+    /// The pages to map, for the address space that maps them to keep.
+    pub fn pages(&self) -> &Arc<SharedFrames> {
+        &self.pages
     }
 
     /// Bytes mapped.
     pub fn bytes(&self) -> u64 {
-        self.frames.len() as u64 * 4096
+        self.pages.frames().len() as u64 * 4096
     }
 
     /// Slots it holds.
@@ -150,14 +152,6 @@ impl MailboxObject {
     /// The current count of `side`'s doorbell.
     pub fn count(&self, side: u64) -> Result<u64, Error> {
         Ok(self.doorbell(side)?.count.load(Ordering::SeqCst))
-    }
-}
-
-impl Drop for MailboxObject {
-    fn drop(&mut self) {
-        // Every mapping of the pages has gone with the address spaces or
-        // handles that held them.
-        self.frames.drain(..).for_each(frames::deallocate);
     }
 }
 

@@ -28,14 +28,14 @@ use orrery_abi::{
 use orrery_frames::Frame;
 use orrery_proc::{AtomicProcState, ProcState};
 
-use self::{loader::Program, mailbox::MailboxObject};
+use self::{loader::Program, mailbox::MailboxObject, uaccess::UserSlice};
 use crate::{
     arch::{
-        paging::{Access, AddressSpace, MapError},
+        paging::{Access, AddressSpace, MapError, OWNED, flags},
         traps::Exception,
         user::{Trap, UserContext},
     },
-    mm::frames,
+    mm::frames::{self, SharedFrames},
     sync::SpinLock,
     task::{self, CpuSet, Task, ThreadId, user::UserState},
 };
@@ -87,6 +87,33 @@ struct StartDraft {
     mailbox_count: u64,
     shared_address: u64,
     shared_length: u64,
+}
+
+/// Pages being shared by [`Process::share_with`]: their frames in order,
+/// and the runs of them whose frames a record keeps (pages of no run are the
+/// program image's).
+struct Lent {
+    frames: Vec<Frame>,
+    runs: Vec<Run>,
+}
+
+/// Consecutive pages of a mapping whose frames `record` keeps, from its
+/// page `first` (counted from the mapping's start).
+struct Run {
+    first: usize,
+    pages: usize,
+    record: Arc<SharedFrames>,
+}
+
+/// What keeps the frame of a page that a process shares.
+enum Keeper {
+    /// Its address space owns it (until the page is shared).
+    ThisSpace,
+    /// A shared record, which the space keeps.
+    Record(Arc<SharedFrames>),
+    /// The program image (text, read-only data), which lives as long as
+    /// the kernel.
+    Program,
 }
 
 /// Where the next mappings of each kind go.
@@ -311,11 +338,154 @@ impl Process {
         Ok(())
     }
 
-    /// Maps `frames` into a CREATED process's shared region; returns the
+    /// Shares the pages of this process's memory at `address .. address +
+    /// length` with `child`, a CREATED process, in its shared region
+    /// (writable with `writable`, which the pages must be here); returns
+    /// where they are mapped in the child. What `process_share` does.
+    ///
+    /// The pages must be this process's user memory; stack pages not touched
+    /// yet are mapped first, as a touch from user mode would map them. A
+    /// page this process owned stops being its own: its frame moves into a
+    /// [`SharedFrames`] record that both address spaces keep until they are
+    /// torn down (or this one unmaps the page), so the frame goes back to
+    /// the allocator only once neither maps it, whichever ends first. A page
+    /// shared before, or a mailbox's, is kept by the record that already
+    /// keeps it, so sharing a page twice frees it once; the program's text
+    /// and read-only data live as long as the kernel.
+    pub fn share_with(&self, child: &Process, address: u64, length: u64, writable: bool) -> Result<u64, Error> {
+        if length == 0 || length > orrery_abi::MAX_MAP_BYTES {
+            return Err(Error::BadLength);
+        }
+        let range = UserSlice::new(address, length, 4096)?;
+        // Before anything moves: a page shared with nobody stays this
+        // process's own.
+        child.require_created()?;
+        let pages = length.div_ceil(4096) as usize;
+        // Each retry follows a page newly mapped, so this ends.
+        let lent = loop {
+            let attempt = self
+                .task
+                .with_address_space(|space| self.lend(space, range.address(), pages, writable))
+                .ok_or(Error::BadAddress)??;
+            match attempt {
+                Ok(lent) => break lent,
+                // Outside `with_address_space`: mapping takes it too.
+                Err(unmapped) if self.fault_in(unmapped) => {}
+                Err(_) => return Err(Error::BadAddress),
+            }
+        };
+        child.share_frames(&lent, writable)
+    }
+
+    /// Takes the frames of `pages` pages from `start` in `space` (this
+    /// process's) for sharing: moves the ones this space owns into a new
+    /// [`SharedFrames`] record, kept here for the pages that map them, and
+    /// says what keeps each frame. `Ok(Err(address))` when the page at
+    /// `address` is not mapped (nothing has changed then); an error when a
+    /// page is not this process's memory or not writable as asked.
+    fn lend(
+        &self,
+        space: &mut AddressSpace,
+        start: u64,
+        pages: usize,
+        writable: bool,
+    ) -> Result<Result<Lent, u64>, Error> {
+        let page_address = |page: usize| start + page as u64 * 4096;
+        let keeper = |space: &AddressSpace, address: u64, bits: u64| {
+            if bits & OWNED != 0 {
+                Ok(Keeper::ThisSpace)
+            } else if let Some(record) = space.keeper(address) {
+                Ok(Keeper::Record(record.clone()))
+            } else if self.program.image_holds(address) {
+                Ok(Keeper::Program)
+            } else {
+                Err(Error::BadAddress)
+            }
+        };
+        // First a look that changes nothing: every page must be this
+        // process's, writable if asked. It counts what to allocate: the
+        // frames this space owns, and the runs of consecutive pages kept
+        // alike (by this space, which the new record will replace, or by
+        // one record), of which the child keeps one reference each.
+        let (mut owned, mut run_count, mut new_runs, mut last) = (0, 0, 0, None);
+        for page in 0..pages {
+            let address = page_address(page);
+            let Some((_, bits)) = space.translate(address) else { return Ok(Err(address)) };
+            if bits & flags::USER == 0 {
+                return Err(Error::BadAddress);
+            }
+            if writable && bits & flags::WRITABLE == 0 {
+                return Err(Error::BadFlags);
+            }
+            let identity = match keeper(space, address, bits)? {
+                Keeper::ThisSpace => Some(0),
+                Keeper::Record(record) => Some(Arc::as_ptr(&record) as usize),
+                Keeper::Program => None,
+            };
+            if identity.is_some() && identity != last {
+                run_count += 1;
+                new_runs += usize::from(identity == Some(0));
+            }
+            owned += usize::from(identity == Some(0));
+            last = identity;
+        }
+        let mut frames = Vec::new();
+        let mut moved = Vec::new();
+        // (first page, pages, record), `None` for the new record.
+        let mut runs: Vec<(usize, usize, Option<Arc<SharedFrames>>)> = Vec::new();
+        let mut lent_runs: Vec<Run> = Vec::new();
+        frames.try_reserve_exact(pages).map_err(|_| Error::OutOfMemory)?;
+        moved.try_reserve_exact(owned).map_err(|_| Error::OutOfMemory)?;
+        runs.try_reserve_exact(run_count).map_err(|_| Error::OutOfMemory)?;
+        lent_runs.try_reserve_exact(run_count).map_err(|_| Error::OutOfMemory)?;
+        space.reserve_kept(new_runs).map_err(|_| Error::OutOfMemory)?;
+        // Then the move. Nothing fails from here on: the lock is held, so
+        // every page is as just seen, and the memory is reserved.
+        for page in 0..pages {
+            let address = page_address(page);
+            let (physical, bits) = space.translate(address).expect("mapped: seen under this lock");
+            frames.push(Frame::containing(physical));
+            let record = match keeper(space, address, bits).expect("seen under this lock") {
+                Keeper::ThisSpace => {
+                    moved.push(space.disown(address).expect("owned: seen under this lock"));
+                    None
+                }
+                Keeper::Record(record) => Some(record),
+                Keeper::Program => continue,
+            };
+            match runs.last_mut() {
+                Some((first, count, last))
+                    if *first + *count == page
+                        && match (&*last, &record) {
+                            (Some(last), Some(record)) => Arc::ptr_eq(last, record),
+                            (last, record) => last.is_none() && record.is_none(),
+                        } =>
+                {
+                    *count += 1
+                }
+                _ => runs.push((page, 1, record)),
+            }
+        }
+        let new = (!moved.is_empty()).then(|| SharedFrames::new(moved));
+        for (first, pages, record) in runs {
+            let record = match (record, &new) {
+                (Some(record), _) => record,
+                (None, Some(new)) => {
+                    space.keep(page_address(first), page_address(first + pages), new.clone()).expect("room reserved");
+                    new.clone()
+                }
+                (None, None) => unreachable!("a run of owned pages moved none"),
+            };
+            lent_runs.push(Run { first, pages, record });
+        }
+        Ok(Ok(Lent { frames, runs: lent_runs }))
+    }
+
+    /// Maps `lent` into a CREATED process's shared region; returns the
     /// address.
-    pub fn share_frames(&self, frames: &[Frame], writable: bool) -> Result<u64, Error> {
+    fn share_frames(&self, lent: &Lent, writable: bool) -> Result<u64, Error> {
         self.require_created()?;
-        let length = frames.len() as u64 * 4096;
+        let length = lent.frames.len() as u64 * 4096;
         let address = {
             let mut layout = self.layout.lock();
             let address = layout.next_shared;
@@ -326,7 +496,7 @@ impl Process {
             address
         };
         let access = if writable { Access::USER_DATA } else { Access::USER_READ_ONLY };
-        self.map_shared(address, frames, access)?;
+        self.map_shared(address, &lent.frames, &lent.runs, access)?;
         let mut start = self.start.lock();
         if start.shared_address == 0 {
             start.shared_address = address;
@@ -335,14 +505,24 @@ impl Process {
         Ok(address)
     }
 
-    fn map_shared(&self, address: u64, frames: &[Frame], access: Access) -> Result<(), Error> {
+    /// Maps `frames` at `address` without owning them, keeping the record
+    /// of each of `runs` for the pages it covers.
+    fn map_shared(&self, address: u64, frames: &[Frame], runs: &[Run], access: Access) -> Result<(), Error> {
+        let end = address + frames.len() as u64 * 4096;
         self.task
             .with_address_space(|space| {
+                space.reserve_kept(runs.len()).map_err(|_| Error::OutOfMemory)?;
+                for run in runs {
+                    let start = address + run.first as u64 * 4096;
+                    let kept = space.keep(start, start + run.pages as u64 * 4096, run.record.clone());
+                    kept.map_err(|_| Error::OutOfMemory)?;
+                }
                 for (index, frame) in frames.iter().enumerate() {
                     if let Err(error) = space.map(address + index as u64 * 4096, *frame, access, false) {
                         for undo in 0..index {
                             space.unmap(address + undo as u64 * 4096);
                         }
+                        space.release_kept(address, end);
                         return Err(if error == MapError::OutOfFrames { Error::OutOfMemory } else { Error::Overlaps });
                     }
                 }
@@ -363,7 +543,9 @@ impl Process {
             layout.next_mailbox += length + 4096;
             address
         };
-        self.map_shared(address, mailbox.frames(), Access::USER_DATA)?;
+        let record = mailbox.pages();
+        let run = Run { first: 0, pages: record.frames().len(), record: record.clone() };
+        self.map_shared(address, record.frames(), &[run], Access::USER_DATA)?;
         Ok(address)
     }
 
@@ -476,6 +658,9 @@ impl Process {
             for page in 0..length / 4096 {
                 space.unmap(address + page * 4096);
             }
+            // Pages shared with a child are its to keep: this space lets
+            // go of them, and their frames go when the child's does.
+            space.release_kept(address, address + length);
         });
         Ok(())
     }

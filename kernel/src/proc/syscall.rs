@@ -237,47 +237,7 @@ fn process_share(process: &Process, arguments: [u64; 6]) -> Result<u64, Error> {
     if flags & !orrery_abi::SHARE_WRITE != 0 {
         return Err(Error::BadFlags);
     }
-    if length == 0 || length > orrery_abi::MAX_MAP_BYTES {
-        return Err(Error::BadLength);
-    }
-    let range = UserSlice::new(address, length, 4096)?;
-    // The pages must be this process's own memory, mapped, or its stack not
-    // touched yet: such a page is mapped here as a touch from user mode
-    // would map it, and the walk goes on from it. Each retry follows a page
-    // newly mapped, so this ends.
-    let pages = length.div_ceil(4096);
-    let mut frames = alloc::vec::Vec::new();
-    frames.try_reserve_exact(pages as usize).map_err(|_| Error::OutOfMemory)?;
-    let writable = flags & orrery_abi::SHARE_WRITE != 0;
-    loop {
-        let unmapped = process
-            .task()
-            .with_address_space(|space| {
-                for page_address in (frames.len() as u64..pages).map(|page| range.address() + page * 4096) {
-                    match space.translate(page_address) {
-                        Some((physical, bits)) if bits & crate::arch::paging::flags::USER != 0 => {
-                            if writable && bits & crate::arch::paging::flags::WRITABLE == 0 {
-                                return Err(Error::BadFlags);
-                            }
-                            frames.push(orrery_frames::Frame::containing(physical));
-                        }
-                        Some(_) => return Err(Error::BadAddress),
-                        None => return Ok(Some(page_address)),
-                    }
-                }
-                Ok(None)
-            })
-            .ok_or(Error::BadAddress)??;
-        match unmapped {
-            None => break,
-            // Outside `with_address_space`: mapping takes it too.
-            Some(page_address) if process.fault_in(page_address) => {}
-            Some(_) => return Err(Error::BadAddress),
-        }
-    }
-    // Shared pages stay owned by this process: it must keep them mapped
-    // while the child lives (the child's mapping does not own them).
-    child.share_frames(&frames, writable)
+    process.share_with(&child, address, length, flags & orrery_abi::SHARE_WRITE != 0)
 }
 
 fn mailbox_create(process: &Process, slots: u64) -> Result<u64, Error> {

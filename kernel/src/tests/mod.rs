@@ -5,4 +5,5 @@ mod foundation;
 mod futures;
 mod fuzz;
 mod processes;
+mod sharing;
 mod tasks;

@@ -20,7 +20,8 @@ fn run(name: &str, argument: u64) -> Result<Option<ExitStatus>, alloc::string::S
     Ok(process.exit_status())
 }
 
-fn create(name: &str, argument: u64) -> Result<Arc<Process>, alloc::string::String> {
+/// Creates a process from the program `name`, CREATED, the kernel its parent.
+pub(super) fn create(name: &str, argument: u64) -> Result<Arc<Process>, alloc::string::String> {
     let program = loader::program(name).ok_or_else(|| format!("no program {name}"))?;
     Process::create(program, name, 0, argument).map_err(|e| format!("create {name}: {e:?}"))
 }
@@ -460,7 +461,7 @@ ktest!(create_kill_cycles_leak_nothing, || {
 });
 
 /// Waits up to `seconds` for `process` to finish; false if it has not.
-fn finish_within(process: &Process, seconds: u64) -> bool {
+pub(super) fn finish_within(process: &Process, seconds: u64) -> bool {
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * seconds;
     while !process.is_finished() {
         if crate::arch::tsc::now() > deadline {
@@ -472,7 +473,7 @@ fn finish_within(process: &Process, seconds: u64) -> bool {
 }
 
 /// Ends `process` if it still runs, and waits for it.
-fn end_and_join(process: &Process, status: ExitStatus) {
+pub(super) fn end_and_join(process: &Process, status: ExitStatus) {
     process.end(status);
     task::join(process.task());
 }
