@@ -79,11 +79,13 @@ pub enum Syscall {
     /// `process_restrict(handle, allowed)`: limits the system calls a CREATED
     /// process may make to the bit set `allowed` (bit n = syscall n).
     ProcessRestrict = 14,
-    /// `process_share(handle, address, length, child_address, flags)`: maps
-    /// pages of this process into a CREATED child. The pages must be this
-    /// process's memory; stack pages it has not touched yet are mapped
-    /// first, as a touch would map them. They stay allocated for as long as
-    /// either process maps them: this one may end, or unmap them, first.
+    /// `process_share(handle, address, length, reserved, flags)`: maps pages
+    /// of this process into a CREATED child's shared region (flags:
+    /// [`SHARE_WRITE`]) and returns where they are mapped there. The pages
+    /// must be this process's memory; stack pages it has not touched yet are
+    /// mapped first, as a touch would map them. They stay allocated for as
+    /// long as either process maps them: this one may end, or unmap them,
+    /// first. `reserved` must be 0 (else `BadFlags`).
     ProcessShare = 15,
     /// `mailbox_create(slots)`: makes a mailbox, maps it here (this process
     /// may serve it and grant it) and returns its handle; its address comes

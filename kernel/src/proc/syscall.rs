@@ -232,9 +232,9 @@ fn process_set_name(process: &Process, handle: u64, address: u64, length: u64) -
 }
 
 fn process_share(process: &Process, arguments: [u64; 6]) -> Result<u64, Error> {
-    let [handle, address, length, _, flags, _] = arguments;
+    let [handle, address, length, reserved, flags, _] = arguments;
     let child = child(process, handle)?;
-    if flags & !orrery_abi::SHARE_WRITE != 0 {
+    if reserved != 0 || flags & !orrery_abi::SHARE_WRITE != 0 {
         return Err(Error::BadFlags);
     }
     process.share_with(&child, address, length, flags & orrery_abi::SHARE_WRITE != 0)

@@ -127,6 +127,11 @@ fn share(checks: &mut Checks, stack_bottom: u64, mapped: u64) {
     checks.expect("share wraps", share(u64::MAX - 4095, 8192, 0), Error::BadAddress);
     checks.expect("share nothing", share(mapped, 0, 0), Error::BadLength);
     checks.expect("share bad flags", share(mapped, 4096, 0x80), Error::BadFlags);
+    checks.expect(
+        "share with the reserved argument set",
+        call(Syscall::ProcessShare, [child.0, mapped, 4096, 0x1000, 0, 0]),
+        Error::BadFlags,
+    );
     checks.expect("share the stack's guard page", share(stack_bottom - 4096, 8192, 0), Error::BadAddress);
     checks.expect("share past the end of a mapping", share(mapped + 4096, 8192, 0), Error::BadAddress);
     checks.expect("share past the stack's top", share(USER_STACK_TOP - 4096, 8192, 0), Error::BadAddress);
