@@ -55,6 +55,7 @@ impl AtomicProcState {
 
     /// The current state.
     #[must_use]
+    #[inline]
     pub fn load(&self) -> ProcState {
         decode(self.bits.load(Ordering::Acquire))
     }
@@ -65,6 +66,7 @@ impl AtomicProcState {
     /// # Errors
     /// - [`TryTransitionError::Forbidden`] if the table has no such edge.
     /// - [`TryTransitionError::Raced`] if the state was no longer `from`.
+    #[inline]
     pub fn try_transition(&self, from: ProcState, to: ProcState) -> Result<(), TryTransitionError> {
         from.transition(to).map_err(TryTransitionError::Forbidden)?;
         self.bits
@@ -118,6 +120,7 @@ impl fmt::Debug for AtomicProcState {
 /// Decodes a byte this module stored. Only `ProcState::bits` values are ever
 /// stored (by `new` and by moves the table checked), so another byte means the
 /// memory was overwritten from outside: stop rather than act on it.
+#[inline]
 fn decode(bits: u8) -> ProcState {
     match ProcState::from_bits(bits) {
         Some(state) => state,

@@ -73,6 +73,15 @@ impl FpuState {
         }
     }
 
+    /// The control words (MXCSR, x87 control word) this area holds.
+    pub fn control(&self) -> (u32, u16) {
+        // SAFETY: the legacy region's first 512 bytes are ours, and both
+        // fields are naturally aligned within the 64-byte-aligned area.
+        unsafe {
+            ((self.area.add(MXCSR_OFFSET) as *const u32).read(), (self.area.add(FCW_OFFSET) as *const u16).read())
+        }
+    }
+
     /// The current MXCSR and x87 control word of this CPU.
     pub fn read_control() -> (u32, u16) {
         let mut mxcsr: u32 = 0;

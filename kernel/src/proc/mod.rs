@@ -868,13 +868,18 @@ fn fault_kind(exception: Exception) -> FaultKind {
 }
 
 /// The trap handler installed into the dispatcher.
-fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> task::user::Outcome {
+fn handle_trap(
+    _thread: &task::Thread,
+    owner: Option<&task::user::Owner>,
+    context: &mut UserContext,
+    trap: Trap,
+) -> task::user::Outcome {
     use task::user::Outcome;
-    let Some(process) = process_of(thread) else { return Outcome::Exit };
+    let Some(process) = owner.and_then(|owner| owner.downcast_ref::<Process>()) else { return Outcome::Exit };
     process.note_running();
     match trap {
         Trap::Syscall => {
-            let outcome = syscall::dispatch(&process, context);
+            let outcome = syscall::dispatch(process, context);
             match &outcome {
                 Outcome::Pending(_) | Outcome::PendingHandOff(..) => process.note(ProcState::Waiting),
                 Outcome::Yield => process.note(ProcState::RunnableS),
@@ -884,7 +889,7 @@ fn handle_trap(thread: &task::Thread, context: &mut UserContext, trap: Trap) -> 
         }
         Trap::Interrupt(_) => Outcome::Resume,
         Trap::Exception { exception: Exception::PageFault, address, error_code }
-            if grow_stack(&process, address, error_code) =>
+            if grow_stack(process, address, error_code) =>
         {
             Outcome::Resume
         }

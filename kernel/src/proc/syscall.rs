@@ -54,7 +54,7 @@ pub fn fast(_arguments: [u64; 4], number: u64, allowed: u64, owner: u64) -> u64 
 }
 
 /// Handles the system call in `context` for `process`.
-pub fn dispatch(process: &Arc<Process>, context: &mut UserContext) -> Outcome {
+pub fn dispatch(process: &Process, context: &mut UserContext) -> Outcome {
     let (number, arguments) = context.syscall_arguments();
     let Some(call) = Syscall::from_number(number) else { return result(Err(Error::NoSuchCall)) };
     if !process.may_call(number) {

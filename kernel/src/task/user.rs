@@ -60,9 +60,13 @@ pub enum Outcome {
     Exit,
 }
 
-/// Turns a trap of a user thread into an [`Outcome`]. Runs on the
+/// The process layer's data of a user thread (see [`UserState::owner`]).
+pub type Owner = dyn core::any::Any + Send + Sync;
+
+/// Turns a trap of a user thread into an [`Outcome`], given the thread's
+/// owner (borrowed: no reference count is taken per trap). Runs on the
 /// dispatcher with interrupts on, preemption held off; must not block.
-pub type TrapHandler = fn(&Thread, &mut UserContext, Trap) -> Outcome;
+pub type TrapHandler = fn(&Thread, Option<&Owner>, &mut UserContext, Trap) -> Outcome;
 
 /// Hears that a user thread cannot go on: it trapped, but there was no
 /// memory for the area its vector registers are saved in, so they would be
@@ -88,7 +92,7 @@ pub fn set_handlers(handlers: Handlers) {
 
 /// The installed handlers; before there are any, every thread just ends.
 fn handlers() -> &'static Handlers {
-    static NONE: Handlers = Handlers { trap: |_, _, _| Outcome::Exit, state_lost: |_, _| {} };
+    static NONE: Handlers = Handlers { trap: |_, _, _, _| Outcome::Exit, state_lost: |_, _| {} };
     HANDLERS.get().unwrap_or(&NONE)
 }
 
@@ -108,7 +112,7 @@ pub struct UserState {
     /// Wakes this thread (made once).
     waker: Waker,
     /// Opaque data of the process layer (the process, by reference count).
-    pub owner: Option<Arc<dyn core::any::Any + Send + Sync>>,
+    pub owner: Option<Arc<Owner>>,
     /// What the fast system-call path may answer for this thread (see
     /// `arch::user::set_fast_context`).
     pub fast_allowed: u64,
@@ -160,23 +164,48 @@ pub(super) fn fpu_clobbered() {
 }
 
 /// A scratch area per CPU for loading a clean state, made at boot
-/// ([`init`]) so that no user trap has to allocate one.
-static CLEAN: spin::Once<alloc::vec::Vec<crate::sync::SpinLock<FpuState>>> = spin::Once::new();
+/// ([`init`]) so that no user trap has to allocate one, with the control
+/// words it was last set to.
+struct CleanArea {
+    area: core::cell::UnsafeCell<FpuState>,
+    control: core::cell::Cell<(u32, u16)>,
+}
+
+// SAFETY: each CPU touches only its own area, with interrupts off (see
+// `load_clean_state`), so no two contexts ever use one at once.
+unsafe impl Sync for CleanArea {}
+
+static CLEAN: spin::Once<alloc::vec::Vec<CleanArea>> = spin::Once::new();
 
 /// Makes each CPU's area for loading a clean vector state. Call once at
 /// boot, once the CPUs are counted and before any user thread runs.
 pub(super) fn init() {
     CLEAN.call_once(|| {
         (0..crate::arch::smp::cpu_count())
-            .map(|_| crate::sync::SpinLock::new(FpuState::new().expect("memory for clean FPU states at boot")))
+            .map(|_| {
+                let area = FpuState::new().expect("memory for clean FPU states at boot");
+                let control = core::cell::Cell::new(area.control());
+                CleanArea { area: core::cell::UnsafeCell::new(area), control }
+            })
             .collect()
     });
 }
 
+/// Loads a clean register file with the given control words. Interrupts
+/// must be off: the area is this CPU's, and an interrupt handler that
+/// loaded one meanwhile would change it under us.
 fn load_clean_state(mxcsr: u32, fcw: u16) {
+    debug_assert!(!interrupts::are_enabled());
     let areas = CLEAN.get().expect("user::init ran at boot, before any user thread");
-    let mut area = areas[cpu_index()].lock();
-    area.set_control(mxcsr, fcw);
+    let clean = &areas[cpu_index()];
+    // SAFETY: this CPU's area, used only here with interrupts off (above),
+    // so nothing else holds a reference to it.
+    let area = unsafe { &mut *clean.area.get() };
+    // The control words rarely change: most loads write nothing.
+    if clean.control.get() != (mxcsr, fcw) {
+        area.set_control(mxcsr, fcw);
+        clean.control.set((mxcsr, fcw));
+    }
     area.restore();
 }
 
@@ -300,7 +329,7 @@ pub(super) fn run(thread: &Thread) {
         let outcome = {
             // Handlers never switch: a preemption waits for the loop's top.
             let _critical = scheduler::PreemptGuard::new();
-            handler(thread, &mut state.context, trap)
+            handler(thread, state.owner.as_deref(), &mut state.context, trap)
         };
         match outcome {
             Outcome::Resume => {}
@@ -370,7 +399,7 @@ fn end_thread(thread: &Thread, state: &mut UserState) {
 }
 
 /// The process layer's data of a user thread.
-pub fn owner_of(thread: &Thread) -> Option<Arc<dyn core::any::Any + Send + Sync>> {
+pub fn owner_of(thread: &Thread) -> Option<Arc<Owner>> {
     // SAFETY: `owner` is set before the thread is shared and never changed
     // until the thread is freed; cloning an `Arc` only reads it.
     unsafe { (*thread.user.get()).as_ref().and_then(|state| state.owner.clone()) }
