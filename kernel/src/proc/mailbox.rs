@@ -144,9 +144,9 @@ impl MailboxObject {
     /// A future that completes when `side`'s count differs from `seen`
     /// (with the count), at the deadline (`TimedOut`), or when the server
     /// has gone while a client waits (`PeerGone`).
-    pub fn wait(self: &Arc<Self>, side: u64, seen: u64, deadline_tsc: u64) -> Result<DoorbellWait, Error> {
+    pub fn wait(self: Arc<Self>, side: u64, seen: u64, deadline_tsc: u64) -> Result<DoorbellWait, Error> {
         self.doorbell(side)?;
-        Ok(DoorbellWait { mailbox: self.clone(), side, seen, deadline_tsc, timer_armed: false, registered: None })
+        Ok(DoorbellWait { mailbox: self, side, seen, deadline_tsc, timer_armed: false, registered: None })
     }
 
     /// The current count of `side`'s doorbell.
@@ -175,6 +175,11 @@ impl Drop for DoorbellWait {
 }
 
 impl DoorbellWait {
+    /// The mailbox waited on.
+    pub fn mailbox(&self) -> &MailboxObject {
+        &self.mailbox
+    }
+
     fn check(&self) -> Option<u64> {
         let count = self.mailbox.doorbells[self.side as usize].count.load(Ordering::SeqCst);
         if count != self.seen {

@@ -784,18 +784,24 @@ impl Process {
         grow_stack(self, address, 0)
     }
 
-    /// Records a state change at a trap (lazy Akaros bookkeeping).
-    fn note_running(&self) {
-        let state = self.state();
-        if matches!(state, ProcState::RunnableS | ProcState::Waiting) {
-            let _ = self.state.try_transition(state, ProcState::RunningS);
+    /// Records where a trap leaves the process (lazy Akaros bookkeeping):
+    /// `from` is the state found when the trap came, `to` the one its
+    /// outcome means (RunningS, or Waiting or RunnableS for a system call
+    /// that waits or yields). One move when the table has the edge, through
+    /// RunningS when it has not (RunnableS to Waiting: the first system call
+    /// of a new process waits). A move that loses a race (a kill) is left
+    /// undone: the killer's state stands.
+    fn note_trap(&self, from: ProcState, to: ProcState) {
+        if from == to {
+            return;
         }
-    }
-
-    fn note(&self, to: ProcState) {
-        let from = self.state();
-        if from != to {
+        if from.can_transition(to) {
             let _ = self.state.try_transition(from, to);
+        } else if matches!(from, ProcState::RunnableS | ProcState::Waiting)
+            && self.state.try_transition(from, ProcState::RunningS).is_ok()
+            && to != ProcState::RunningS
+        {
+            let _ = self.state.try_transition(ProcState::RunningS, to);
         }
     }
 }
@@ -876,15 +882,20 @@ fn handle_trap(
 ) -> task::user::Outcome {
     use task::user::Outcome;
     let Some(process) = owner.and_then(|owner| owner.downcast_ref::<Process>()) else { return Outcome::Exit };
-    process.note_running();
+    let found = process.state();
+    if trap != Trap::Syscall {
+        process.note_trap(found, ProcState::RunningS);
+    }
     match trap {
         Trap::Syscall => {
+            // One move for the whole call, once its outcome is known.
             let outcome = syscall::dispatch(process, context);
-            match &outcome {
-                Outcome::Pending(_) | Outcome::PendingHandOff(..) => process.note(ProcState::Waiting),
-                Outcome::Yield => process.note(ProcState::RunnableS),
-                _ => {}
-            }
+            let to = match &outcome {
+                Outcome::Pending(_) | Outcome::PendingHandOff(..) => ProcState::Waiting,
+                Outcome::Yield => ProcState::RunnableS,
+                _ => ProcState::RunningS,
+            };
+            process.note_trap(found, to);
             outcome
         }
         Trap::Interrupt(_) => Outcome::Resume,

@@ -125,7 +125,7 @@ fn ring_and_wait(process: &Process, handle: u64, as_server: bool, seen: u64) -> 
         // Made before ringing, so that nothing can fail after the other
         // side was taken off its doorbell.
         let wait = mailbox.wait(own, seen, 0)?;
-        Ok((mailbox.ring_for_hand_off(ring)?, wait))
+        Ok((wait.mailbox().ring_for_hand_off(ring)?, wait))
     });
     match prepared {
         Ok((Some(target), wait)) => Outcome::PendingHandOff(Box::pin(wait), target),

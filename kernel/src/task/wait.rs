@@ -11,7 +11,7 @@
 //! condition, as with any condition variable.
 
 use alloc::{collections::VecDeque, sync::Arc};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{
     scheduler,
@@ -26,6 +26,36 @@ use crate::{
 /// Threads waiting for something.
 pub struct WaitQueue {
     waiters: SpinLock<Waiters>,
+    /// How many entries `waiters` holds, stored under its lock at every
+    /// change, so that [`WaitQueue::remove`] can tell without the lock that
+    /// there is nothing to remove.
+    queued: AtomicUsize,
+}
+
+/// The locked queue; stores the entry count when dropped.
+struct Locked<'a> {
+    waiters: SpinLockGuard<'a, Waiters>,
+    queued: &'a AtomicUsize,
+}
+
+impl core::ops::Deref for Locked<'_> {
+    type Target = Waiters;
+
+    fn deref(&self) -> &Waiters {
+        &self.waiters
+    }
+}
+
+impl core::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.queued.store(self.waiters.len(), Ordering::Release);
+    }
 }
 
 /// A FIFO of waiting threads whose first entry is kept inline: most queues
@@ -104,7 +134,11 @@ fn arm_timer(thread: &Thread, deadline: Option<u64>, generation: u64) {
 impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        Self { waiters: SpinLock::new(Waiters::new()) }
+        Self { waiters: SpinLock::new(Waiters::new()), queued: AtomicUsize::new(0) }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked { waiters: self.waiters.lock(), queued: &self.queued }
     }
 
     /// Waits until woken (or until `deadline_tsc`, if given), releasing
@@ -119,7 +153,7 @@ impl WaitQueue {
         // the task is killed, so it must own nothing.
         let me = scheduler::current();
         let generation = {
-            let mut waiters = self.waiters.lock();
+            let mut waiters = self.lock();
             waiters.push_back(scheduler::current_arc());
             prepare(me)
         };
@@ -135,7 +169,15 @@ impl WaitQueue {
 
     /// Takes `thread` off the queue (its wait ended some other way).
     pub fn remove(&self, thread: &Thread) {
-        let mut waiters = self.waiters.lock();
+        // The usual case of a wait that ended by a wake-up or a hand-off:
+        // whoever took the thread off emptied the queue. The thread's own
+        // registration (an earlier store of a count of at least one, by this
+        // CPU or before the thread's death) is never read stale here, so a
+        // count of 0 means the thread is not queued.
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut waiters = self.lock();
         let first = if waiters.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
             waiters.first.take()
         } else {
@@ -154,7 +196,7 @@ impl WaitQueue {
     /// futures, whose thread the dispatcher parks after a pending poll. The
     /// future must look at its condition again after registering.
     pub fn register(&self, thread: Arc<Thread>) {
-        let mut waiters = self.waiters.lock();
+        let mut waiters = self.lock();
         let present = waiters.first.as_ref().is_some_and(|first| Arc::ptr_eq(first, &thread))
             || waiters.rest.iter().any(|waiter| Arc::ptr_eq(waiter, &thread));
         if !present {
@@ -196,7 +238,7 @@ impl WaitQueue {
     /// Wakes the longest-waiting thread. Returns false if none was waiting.
     pub fn wake_one(&self) -> bool {
         loop {
-            let Some(thread) = self.waiters.lock().pop_front() else { return false };
+            let Some(thread) = self.lock().pop_front() else { return false };
             if scheduler::wake(&thread, WakeReason::Woken) {
                 return true;
             }
@@ -209,7 +251,7 @@ impl WaitQueue {
     /// see [`scheduler::block_and_switch_to`]). With several waiters, takes
     /// none.
     pub fn take_sole(&self) -> Option<Arc<Thread>> {
-        let mut waiters = self.waiters.lock();
+        let mut waiters = self.lock();
         if waiters.rest.is_empty() { waiters.first.take() } else { None }
     }
 
@@ -217,7 +259,7 @@ impl WaitQueue {
     pub fn wake_all(&self) -> usize {
         // Only those waiting now: a woken thread that waits again at once
         // joins the next round, not this one.
-        let mut waiters = core::mem::replace(&mut *self.waiters.lock(), Waiters::new());
+        let mut waiters = core::mem::replace(&mut *self.lock(), Waiters::new());
         let mut woken = 0;
         while let Some(thread) = waiters.pop_front() {
             if scheduler::wake(&thread, WakeReason::Woken) {
@@ -229,7 +271,7 @@ impl WaitQueue {
 
     /// Threads waiting now.
     pub fn len(&self) -> usize {
-        self.waiters.lock().len()
+        self.lock().len()
     }
 
     /// True when nobody waits.
