@@ -54,6 +54,21 @@ pub struct Fair {
     lag_floor: [i64; REASONS],
     instance: u32,
     config: Config,
+    /// The last slice `requeue_and_pick` computed, with what it depends on
+    /// (see [`SliceMemo`]).
+    slice_memo: SliceMemo,
+}
+
+/// A slice and the inputs it was computed from: the entity's weight, the
+/// queued weight and the queue length. A switch among equals (the usual
+/// case) changes none of them, and is then spared two multiplications and a
+/// division.
+#[derive(Clone, Copy, Debug)]
+struct SliceMemo {
+    weight: u32,
+    queued: usize,
+    queued_weight: u64,
+    slice: u64,
 }
 
 /// What the tree keeps of a queued entity: its lag is replaced by its place
@@ -128,6 +143,9 @@ impl Fair {
             lag_floor,
             instance: next_instance(),
             config,
+            // No queue reaches this weight (at most 2^32 entities of weight
+            // below 2^32), so this matches nothing.
+            slice_memo: SliceMemo { weight: 0, queued: 0, queued_weight: u64::MAX, slice: 0 },
         })
     }
 
@@ -249,6 +267,19 @@ impl Fair {
         slice.max(granularity)
     }
 
+    /// [`Fair::slice_of`], remembered for the next call with the same inputs.
+    #[inline(always)]
+    fn slice_memoised(&mut self, entity: &Entity) -> u64 {
+        let memo = self.slice_memo;
+        let queued = self.queue.len();
+        if memo.weight == entity.weight && memo.queued == queued && memo.queued_weight == self.queued_weight {
+            return memo.slice;
+        }
+        let slice = self.slice_of(entity);
+        self.slice_memo = SliceMemo { weight: entity.weight, queued, queued_weight: self.queued_weight, slice };
+        slice
+    }
+
     /// `enqueue` where the entity does not simply go behind everybody into a
     /// free slot: a descent, an empty queue, or growth.
     #[inline(never)]
@@ -354,7 +385,7 @@ impl Policy for Fair {
                 self.advance_to(next_vruntime);
                 running.lag = self.lag_of(vruntime);
                 running.switches = running.switches.wrapping_add(1);
-                Ok(Picked { queued: None, slice: self.slice_of(running) })
+                Ok(Picked { queued: None, slice: self.slice_memoised(running) })
             }
             Requeued::Swapped { left, slot, generation } => {
                 self.queued_weight =
@@ -363,7 +394,7 @@ impl Policy for Fair {
                 *running = left.value.leave(self.lag_of(left.vruntime), 1);
                 Ok(Picked {
                     queued: Some(Token { instance: self.instance, slot, generation }),
-                    slice: self.slice_of(running),
+                    slice: self.slice_memoised(running),
                 })
             }
         }

@@ -902,10 +902,12 @@ pub fn schedule(why: Switch) {
     }
     if core::ptr::eq(from_stack, to_stack) {
         // From the dispatcher to a user thread, or from one user thread to
-        // another: the dispatcher's stack carries on.
+        // another: the dispatcher's stack carries on, and hands on what the
+        // resuming side would.
+        let dead = core::mem::replace(&mut inner.dead, core::ptr::null());
+        let evicted = core::mem::replace(&mut inner.evicted, core::ptr::null());
         cpu.unlock();
-        super::reaper::kick_if_pending();
-        finish_dead_or_evicted_after_unlock(cpu);
+        hand_on(dead, evicted);
         interrupts::restore(saved);
         return;
     }
@@ -921,6 +923,8 @@ pub fn schedule(why: Switch) {
     // unless it waits: the wait returns first so it can take back its
     // registration (see `wait::stop_if_killed`). User threads are stopped by
     // their dispatcher.
+    // Not `previous`: when that was a user thread, this stack is its
+    // dispatcher's, which resumes as whoever runs on it now.
     let me = current();
     if why != Switch::Block && me.must_stop() && me.kind == ThreadKind::Kernel {
         exit_current();
@@ -937,23 +941,6 @@ pub(super) fn finish_switch() {
     let dead = core::mem::replace(&mut inner.dead, core::ptr::null());
     let evicted = core::mem::replace(&mut inner.evicted, core::ptr::null());
     cpu.unlock();
-    hand_on(dead, evicted);
-}
-
-/// `finish_switch` for a switch that stayed on the dispatcher's stack: the
-/// lock is already released, the dead or evicted thread is still recorded.
-fn finish_dead_or_evicted_after_unlock(cpu: &CpuScheduler) {
-    let (dead, evicted) = interrupts::without(|| {
-        cpu.lock();
-        // SAFETY: lock held.
-        let inner = unsafe { cpu.inner() };
-        let taken = (
-            core::mem::replace(&mut inner.dead, core::ptr::null()),
-            core::mem::replace(&mut inner.evicted, core::ptr::null()),
-        );
-        cpu.unlock();
-        taken
-    });
     hand_on(dead, evicted);
 }
 
