@@ -351,8 +351,10 @@ pub struct AddressSpace {
     /// frame is freed while this space maps it.
     kept: Vec<Kept>,
     /// Bumped on every unmap, so a CPU that cached this space's
-    /// translations under its PCID knows to flush before using it again.
-    generation: AtomicU64,
+    /// translations under its PCID knows to flush before using it again;
+    /// shared with the task that owns the space, whose threads' switches
+    /// read it without this space's lock.
+    generation: Arc<AtomicU64>,
 }
 
 impl AddressSpace {
@@ -368,7 +370,7 @@ impl AddressSpace {
             id: NEXT_SPACE_ID.fetch_add(1, Ordering::Relaxed),
             tables: Vec::new(),
             kept: Vec::new(),
-            generation: AtomicU64::new(0),
+            generation: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -385,6 +387,12 @@ impl AddressSpace {
     /// Count of unmaps so far (see the field's doc).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The counter behind [`generation`](Self::generation), for whoever
+    /// switches to this space without holding it (the scheduler).
+    pub fn generation_counter(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
     }
 
     /// Maps the 4 KiB page at `address` (lower half) to `frame`. With
@@ -429,8 +437,22 @@ impl AddressSpace {
     /// Removes the mapping of `address`; frees the frame if the space owned
     /// it, and returns the frame otherwise. The caller must make sure no CPU
     /// keeps a stale translation (see [`AddressSpace::generation`]): this
-    /// flushes only the current CPU, if the space is active on it.
+    /// flushes only the current CPU, if the space is active on it. Where the
+    /// space may be running on another CPU, use
+    /// [`take_mapping`](Self::take_mapping) and free after a shoot-down.
     pub fn unmap(&mut self, address: u64) -> Option<Frame> {
+        let (frame, owned) = self.take_mapping(address)?;
+        if owned {
+            frames::deallocate(frame);
+        }
+        Some(frame)
+    }
+
+    /// Removes the mapping of `address` without freeing its frame: returns
+    /// the frame and whether the space owned it (then it is the caller's to
+    /// free, once no CPU can use a stale translation of it). Flushes the
+    /// current CPU's translation, if the space is active on it.
+    pub fn take_mapping(&mut self, address: u64) -> Option<(Frame, bool)> {
         // SAFETY: `&mut self` serialises changes to this space's tables.
         let entry = unsafe { walk(self.root, address, false, false) }.ok()??;
         // SAFETY: `entry` points into one of this space's tables.
@@ -438,16 +460,15 @@ impl AddressSpace {
         if old & flags::PRESENT == 0 {
             return None;
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if current_root() == self.root {
             flush_page(address);
         }
-        let frame = Frame::containing(old & flags::ADDRESS_MASK);
-        if old & OWNED != 0 {
+        let owned = old & OWNED != 0;
+        if owned {
             self.count_owned(entry, -1);
-            frames::deallocate(frame);
         }
-        Some(frame)
+        Some((Frame::containing(old & flags::ADDRESS_MASK), owned))
     }
 
     /// Makes the mapping of `address` stop owning its frame, which the
@@ -495,8 +516,12 @@ impl AddressSpace {
     }
 
     /// Drops the references kept for pages that lie wholly inside
-    /// `start..end`, whose mappings the caller has removed (a range that
-    /// reaches outside stays kept until tear-down: later, never too early).
+    /// `start..end`, whose mappings the caller has removed. A kept range
+    /// that reaches outside stays kept until tear-down: later, never too
+    /// early. (The process layer never makes one: it unmaps only whole
+    /// regions made by `map_memory`, each with an unmapped page on either
+    /// side, and a range is kept only for pages that were all mapped, so
+    /// it never crosses a region's edge.)
     /// Frames whose last reference this was are freed, so as for
     /// [`unmap`](Self::unmap) the caller must make sure no CPU keeps a stale
     /// translation of them.
@@ -532,7 +557,7 @@ impl AddressSpace {
     /// in use must be mapped in it (the kernel half always is).
     pub unsafe fn activate(&self) {
         // SAFETY: forwarded to the caller.
-        unsafe { super::pcid::switch_to(self.root, self.id, self.generation()) };
+        unsafe { super::pcid::switch_to(self.root, self.id, Some(&self.generation)) };
     }
 }
 

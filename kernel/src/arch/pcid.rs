@@ -9,7 +9,11 @@
 //! since, gets its slot flushed as it is loaded. PCID 0 is the kernel's own
 //! space. Without PCID every switch is a plain CR3 write.
 
-use core::{arch::asm, cell::UnsafeCell};
+use core::{
+    arch::asm,
+    cell::UnsafeCell,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use super::cpu::{MAX_CPUS, cpu_index, features};
 
@@ -42,14 +46,37 @@ static SLOTS_OF: [PerCpu; MAX_CPUS] = [const {
     }))
 }; MAX_CPUS];
 
-/// Loads `root` (address space `space` at unmap generation `generation`)
-/// into CR3, reusing or recycling this CPU's PCID slots. Returns true when
-/// CR3 was written.
+/// The page-table root each CPU has loaded, for shoot-downs (see
+/// [`cpus_running`]): written by the CPU itself on every CR3 change.
+static LOADED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The CPUs that have `root` loaded now, or may have until they pass their
+/// next CR3 write. A CPU that loads it later flushes what it cached of it
+/// as it does (an unmap bumps the space's generation), so only these can
+/// hold stale translations after an unmap. Read after the page-table
+/// change (the caller's fence orders the two).
+pub fn cpus_running(root: u64) -> impl Iterator<Item = usize> {
+    let count = super::smp::cpu_count();
+    LOADED[..count]
+        .iter()
+        .enumerate()
+        .filter(move |(_, loaded)| loaded.load(Ordering::SeqCst) == root)
+        .map(|(cpu, _)| cpu)
+}
+
+/// Loads `root` (address space `space`, whose unmap generation is counted
+/// by `generation`, `None` for the kernel's) into CR3, reusing or recycling
+/// this CPU's PCID slots. Returns true when CR3 was written.
+///
+/// The CPU records that it has `root` loaded before it reads the
+/// generation, with a full fence between: an unmap either sees this CPU in
+/// [`cpus_running`] (and shoots it down), or bumped the generation before
+/// the read here (and this switch flushes the slot).
 ///
 /// # Safety
 /// The space must stay alive while current, and must map the running code
 /// and stack.
-pub unsafe fn switch_to(root: u64, space: u64, generation: u64) -> bool {
+pub unsafe fn switch_to(root: u64, space: u64, generation: Option<&AtomicU64>) -> bool {
     // SAFETY: forwarded; interrupts are masked around the call.
     super::interrupts::without(|| unsafe { switch_to_masked(root, space, generation) })
 }
@@ -59,7 +86,7 @@ pub unsafe fn switch_to(root: u64, space: u64, generation: u64) -> bool {
 ///
 /// # Safety
 /// As for [`switch_to`], and interrupts must be off.
-pub unsafe fn switch_to_masked(root: u64, space: u64, generation: u64) -> bool {
+pub unsafe fn switch_to_masked(root: u64, space: u64, generation: Option<&AtomicU64>) -> bool {
     {
         // SAFETY: only this CPU touches its slots, and interrupts are off.
         let cpu = unsafe { &mut *SLOTS_OF[cpu_index()].0.get() };
@@ -67,11 +94,14 @@ pub unsafe fn switch_to_masked(root: u64, space: u64, generation: u64) -> bool {
             return false;
         }
         cpu.current_root = root;
+        // SeqCst (an `xchg`): ordered before the generation's load below.
+        LOADED[cpu_index()].store(root, Ordering::SeqCst);
         if !features().pcid {
             // SAFETY: forwarded to the caller.
             unsafe { write_cr3(root) };
             return true;
         }
+        let generation = generation.map_or(0, |generation| generation.load(Ordering::SeqCst));
         let value = if space == 0 {
             // The kernel space: PCID 0, which never needs a flush because
             // kernel mappings are global or never removed without a
@@ -98,6 +128,7 @@ pub unsafe fn switch_to_masked(root: u64, space: u64, generation: u64) -> bool {
 pub fn note_current(root: u64) {
     // SAFETY: only this CPU touches its slots; called before it schedules.
     unsafe { (*SLOTS_OF[cpu_index()].0.get()).current_root = root };
+    LOADED[cpu_index()].store(root, Ordering::SeqCst);
 }
 
 unsafe fn write_cr3(value: u64) {

@@ -412,6 +412,31 @@ pub fn call_on(targets: impl Iterator<Item = usize>, function: fn(u64), argument
     }
 }
 
+/// Makes every other CPU that has the address space rooted at `root`
+/// loaded drop what it cached of its lower half, and returns once each
+/// has: the step between removing user mappings of a space that may run
+/// elsewhere and reusing their frames. CPUs that load the space later
+/// flush as they do (see [`super::pcid::cpus_running`]).
+///
+/// The caller must not be preempted or migrate meanwhile, and must not
+/// hold a lock that another CPU may spin on with interrupts off (that CPU
+/// could not take the request); interrupts may be on or off.
+pub fn shoot_down_user(root: u64) {
+    fn flush(root: u64) {
+        if paging::current_root() == root {
+            // SAFETY: reloading CR3 with its own value (bit 63 clear, so
+            // with PCID too) drops this space's non-global translations
+            // and changes nothing else.
+            unsafe { asm!("mov {tmp}, cr3", "mov cr3, {tmp}", tmp = out(reg) _, options(nostack, preserves_flags)) };
+        }
+    }
+    // The page-table change and the generation bump before the look at
+    // which CPUs run the space (see `pcid::switch_to`).
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = cpu_index();
+    call_on(super::pcid::cpus_running(root).filter(|&cpu| cpu != me), flush, root);
+}
+
 /// Flushes translations of a kernel-half range on every CPU (after stacks
 /// or other kernel mappings were removed).
 pub fn flush_kernel_range(range: Range<u64>) {

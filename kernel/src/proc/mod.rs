@@ -643,8 +643,13 @@ impl Process {
         result
     }
 
-    /// Unmaps a whole mapping made by `map_memory`.
+    /// Unmaps a whole mapping made by `map_memory`. The process may be
+    /// running on another CPU meanwhile (when the kernel unmaps on its
+    /// behalf): each batch of pages is unmapped, shot down on every CPU that
+    /// has the space loaded, and only then are its frames freed.
     pub fn unmap_memory(&self, address: u64, length: u64) -> Result<(), Error> {
+        /// Pages unmapped per shoot-down.
+        const BATCH: usize = 64;
         if !address.is_multiple_of(4096) {
             return Err(Error::Misaligned);
         }
@@ -654,14 +659,33 @@ impl Process {
             let index = layout.maps.iter().position(|map| *map == (address, length)).ok_or(Error::NotMapped)?;
             layout.maps.swap_remove(index);
         }
-        self.task.with_address_space(|space| {
-            for page in 0..length / 4096 {
-                space.unmap(address + page * 4096);
+        let end = address + length;
+        let mut start = address;
+        while start < end {
+            let stop = end.min(start + BATCH as u64 * 4096);
+            let mut owned = [Frame::containing(0); BATCH];
+            let mut count = 0;
+            let root = self.task.with_address_space(|space| {
+                for page in (start..stop).step_by(4096) {
+                    if let Some((frame, true)) = space.take_mapping(page) {
+                        owned[count] = frame;
+                        count += 1;
+                    }
+                }
+                space.root()
+            });
+            if let Some(root) = root {
+                // Not preempted (nor moved) while it waits for the others.
+                let _critical = task::PreemptGuard::new();
+                crate::arch::smp::shoot_down_user(root);
             }
-            // Pages shared with a child are its to keep: this space lets
-            // go of them, and their frames go when the child's does.
-            space.release_kept(address, address + length);
-        });
+            owned[..count].iter().copied().for_each(frames::deallocate);
+            start = stop;
+        }
+        // Pages shared with a child are its to keep: this space lets go of
+        // them, and their frames go when the child's does. No CPU maps them
+        // through this space any more, so a frame freed here is unused.
+        self.task.with_address_space(|space| space.release_kept(address, end));
         Ok(())
     }
 

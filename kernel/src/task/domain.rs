@@ -212,6 +212,9 @@ pub struct Task {
     address_space: Option<SpinLock<AddressSpace>>,
     page_table_root: u64,
     address_space_id: u64,
+    /// The space's unmap generation (see `AddressSpace::generation`), read
+    /// by switches to it without the space's lock.
+    space_generation: Option<Arc<AtomicU64>>,
     set: SpinLock<Option<Arc<TaskSet>>>,
     set_id: u64,
     /// Threads not yet dead.
@@ -237,12 +240,12 @@ impl Task {
         } else {
             None
         };
-        let (page_table_root, address_space_id) = match &address_space {
+        let (page_table_root, address_space_id, space_generation) = match &address_space {
             Some(space) => {
                 let space = space.lock();
-                (space.root(), space.id())
+                (space.root(), space.id(), Some(space.generation_counter()))
             }
-            None => (paging::kernel_root(), 0),
+            None => (paging::kernel_root(), 0, None),
         };
         let set_id = match &set {
             Some(set) => {
@@ -258,6 +261,7 @@ impl Task {
             address_space,
             page_table_root,
             address_space_id,
+            space_generation,
             set: SpinLock::new(set),
             set_id,
             live_threads: AtomicU32::new(0),
@@ -275,6 +279,13 @@ impl Task {
     /// Page-table root and address-space id its threads run on.
     pub fn page_table(&self) -> (u64, u64) {
         (self.page_table_root, self.address_space_id)
+    }
+
+    /// The unmap generation counter of its address space (`None` for the
+    /// kernel's): what a switch to it passes to `pcid::switch_to_masked`.
+    #[inline]
+    pub fn space_generation(&self) -> Option<&AtomicU64> {
+        self.space_generation.as_deref()
     }
 
     /// Runs `f` on the task's own address space, if it has one.

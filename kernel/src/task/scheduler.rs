@@ -579,7 +579,13 @@ pub fn block_and_switch_to(target: &Thread) -> HandOff {
         // SAFETY: the target's address space lives while its task has live
         // threads; the kernel half maps this code and the dispatcher's stack;
         // interrupts are off.
-        unsafe { pcid::switch_to_masked(target.descriptor.page_table_root, target.descriptor.address_space_id, 0) };
+        unsafe {
+            pcid::switch_to_masked(
+                target.descriptor.page_table_root,
+                target.descriptor.address_space_id,
+                target.task.space_generation(),
+            )
+        };
     }
     cpu.unlock();
     interrupts::restore(saved);
@@ -886,7 +892,13 @@ pub fn schedule(why: Switch) {
         // SAFETY: the next thread's address space lives while its task has
         // live threads; the kernel half maps this code and both stacks;
         // interrupts are off.
-        unsafe { pcid::switch_to_masked(next.descriptor.page_table_root, next.descriptor.address_space_id, 0) };
+        unsafe {
+            pcid::switch_to_masked(
+                next.descriptor.page_table_root,
+                next.descriptor.address_space_id,
+                next.task.space_generation(),
+            )
+        };
     }
     // SAFETY: FPU areas are touched only by their thread's CPU while it
     // switches, under the run-queue lock. (User threads' vector registers

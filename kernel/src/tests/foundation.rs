@@ -95,7 +95,7 @@ ktest!(address_spaces_are_isolated, || {
                 core::ptr::write_volatile(ADDRESS as *mut u64, 0xbbbb);
                 first.activate();
                 let seen_in_first = core::ptr::read_volatile(ADDRESS as *const u64);
-                crate::arch::pcid::switch_to(paging::kernel_root(), 0, 0);
+                crate::arch::pcid::switch_to(paging::kernel_root(), 0, None);
                 (seen_in_first, seen_in_second)
             }
         });

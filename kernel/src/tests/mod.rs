@@ -7,3 +7,4 @@ mod fuzz;
 mod processes;
 mod sharing;
 mod tasks;
+mod tlb;
