@@ -37,7 +37,7 @@ use crate::{
     },
     mm::frames::{self, SharedFrames},
     sync::SpinLock,
-    task::{self, CpuSet, Task, ThreadId, user::UserState},
+    task::{self, CpuSet, SpawnError, Task, ThreadId, user::UserState},
 };
 
 /// Most handles one process holds.
@@ -667,6 +667,13 @@ impl Process {
 
     /// Makes a CREATED process runnable: writes its `StartInfo`, creates its
     /// user thread, and hands the creator's retain to it.
+    ///
+    /// `WrongState` if it is not CREATED, or if it was killed before the
+    /// start returned: a kill may land from another CPU at any point of it,
+    /// and a thread the start already made stops with the kill. Any other
+    /// failure after the process left CREATED ends it (`Killed(0)`): a
+    /// failed start never leaves it RUNNABLE_S with no thread, which nothing
+    /// would finish.
     pub fn start(self: &Arc<Self>) -> Result<(), Error> {
         self.start_on(CpuSet::ALL)
     }
@@ -674,6 +681,17 @@ impl Process {
     /// [`Process::start`], with the thread kept to `cpus`.
     pub fn start_on(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
         self.state.try_transition(ProcState::Created, ProcState::RunnableS).map_err(|_| Error::WrongState)?;
+        match self.launch(cpus) {
+            Ok(()) => Ok(()),
+            // A kill that came first ended it, and may be why this failed.
+            Err(_) if !self.end(ExitStatus::Killed(0)) => Err(Error::WrongState),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The part of a start after the move to RUNNABLE_S: writes `StartInfo`
+    /// and creates the thread. The caller ends the process on an error.
+    fn launch(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
         let info_address = (USER_STACK_TOP - 512) & !63;
         let mut info = StartInfo::new();
         info.process_id = self.id;
@@ -696,17 +714,20 @@ impl Process {
         state.owner = Some(self.clone());
         state.fast_allowed = self.allowed.load(Ordering::Relaxed);
         state.fast_owner = self.id;
-        match task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus) {
-            Ok(id) => {
-                *self.thread.lock() = Some(id);
-                self.release_creator_retain();
-                Ok(())
-            }
-            Err(_) => {
-                self.abandon();
-                Err(Error::OutOfMemory)
-            }
+        let id = task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus).map_err(|error| match error {
+            SpawnError::TaskKilled(_) => Error::WrongState,
+            _ => Error::OutOfMemory,
+        })?;
+        *self.thread.lock() = Some(id);
+        self.release_creator_retain();
+        // Killed while the thread was being made, or since: `end` records
+        // the status before it kills the task, so the thread stops at its
+        // first preemption point, and the start has not succeeded. (An end
+        // by the thread itself, an exit or a fault, means it ran.)
+        if matches!(self.exit_status(), Some(ExitStatus::Killed(_))) {
+            return Err(Error::WrongState);
         }
+        Ok(())
     }
 
     fn write_start_info(&self, address: u64, info: &StartInfo) -> Result<(), Error> {
@@ -723,8 +744,10 @@ impl Process {
                 let offset = (address % 4096) as usize;
                 assert!(offset + bytes.len() <= 4096);
                 let page = crate::arch::paging::phys_to_virt(physical - offset as u64) as *mut u8;
-                // SAFETY: the page is a stack frame this process owns, not
-                // running yet, and mapped through the physical window.
+                // SAFETY: the page is a stack frame this process owns, its
+                // thread not made yet, and mapped through the physical
+                // window; the space's lock, held here, keeps it mapped (and
+                // its frame allocated) even if a kill's clean-up is due.
                 unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), page.add(offset), bytes.len()) };
                 Ok(())
             })
