@@ -130,6 +130,35 @@ static REGISTRY: SpinLock<Vec<alloc::sync::Weak<Process>>> = SpinLock::new(Vec::
 /// Processes alive (created and not yet dropped), for tests.
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
+/// Where [`kill_inside_next_start`] ends a process during its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKillPoint {
+    /// Just after it left CREATED, before its `StartInfo` is written.
+    BeforeStartInfo,
+    /// Just after its thread was made, before the process records it.
+    AfterThread,
+}
+
+/// The process whose next start [`kill_inside_next_start`] kills (0: none).
+static START_KILL_PROCESS: AtomicU64 = AtomicU64::new(0);
+/// Where and with what reason: bit 32 set for
+/// [`StartKillPoint::AfterThread`], the reason in the low 32 bits.
+static START_KILL_HOW: AtomicU64 = AtomicU64::new(0);
+
+/// For tests: makes the next start of process `process` end it, at `at`,
+/// with `Killed(reason)`, as [`Process::end`] from another CPU could, so
+/// that a kill lands inside the start for certain. Process ids are never
+/// reused, so an arming whose start never comes does nothing.
+pub fn kill_inside_next_start(process: u64, at: StartKillPoint, reason: u32) {
+    START_KILL_PROCESS.store(0, Ordering::SeqCst);
+    let point = match at {
+        StartKillPoint::BeforeStartInfo => 0,
+        StartKillPoint::AfterThread => 1 << 32,
+    };
+    START_KILL_HOW.store(point | u64::from(reason), Ordering::Relaxed);
+    START_KILL_PROCESS.store(process, Ordering::Release);
+}
+
 /// Why a process could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateError {
@@ -692,6 +721,8 @@ impl Process {
     /// The part of a start after the move to RUNNABLE_S: writes `StartInfo`
     /// and creates the thread. The caller ends the process on an error.
     fn launch(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
+        let test_kill = self.take_start_kill();
+        self.kill_for_test(test_kill, StartKillPoint::BeforeStartInfo);
         let info_address = (USER_STACK_TOP - 512) & !63;
         let mut info = StartInfo::new();
         info.process_id = self.id;
@@ -718,6 +749,7 @@ impl Process {
             SpawnError::TaskKilled(_) => Error::WrongState,
             _ => Error::OutOfMemory,
         })?;
+        self.kill_for_test(test_kill, StartKillPoint::AfterThread);
         *self.thread.lock() = Some(id);
         self.release_creator_retain();
         // Killed while the thread was being made, or since: `end` records
@@ -728,6 +760,29 @@ impl Process {
             return Err(Error::WrongState);
         }
         Ok(())
+    }
+
+    /// The kill [`kill_inside_next_start`] armed for this process's start,
+    /// if any; taking it disarms it.
+    fn take_start_kill(&self) -> Option<(StartKillPoint, ExitStatus)> {
+        // The one load every start makes: no process has id 0.
+        if START_KILL_PROCESS.load(Ordering::Relaxed) != self.id {
+            return None;
+        }
+        START_KILL_PROCESS.compare_exchange(self.id, 0, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        let how = START_KILL_HOW.load(Ordering::Relaxed);
+        let at = if how >> 32 == 0 { StartKillPoint::BeforeStartInfo } else { StartKillPoint::AfterThread };
+        Some((at, ExitStatus::Killed(how as u32)))
+    }
+
+    /// Ends the process as a kill from another CPU would, if `kill` (from
+    /// [`Process::take_start_kill`]) is for `point`.
+    fn kill_for_test(&self, kill: Option<(StartKillPoint, ExitStatus)>, point: StartKillPoint) {
+        if let Some((at, status)) = kill
+            && at == point
+        {
+            self.end(status);
+        }
     }
 
     fn write_start_info(&self, address: u64, info: &StartInfo) -> Result<(), Error> {
