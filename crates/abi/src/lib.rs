@@ -70,6 +70,9 @@ pub enum Syscall {
     /// image, in the CREATED state; returns its handle.
     ProcessCreate = 10,
     /// `process_start(handle)`: makes a CREATED process runnable.
+    /// `WrongState` if it is not CREATED, or was killed before the call
+    /// returned (it does not run on); a failure after it left CREATED
+    /// (`OutOfMemory`) ends it, so a wait for it returns.
     ProcessStart = 11,
     /// `process_wait(handle)`: waits until the process has ended; returns its
     /// packed [`ExitStatus`].

@@ -37,7 +37,7 @@ use crate::{
     },
     mm::frames::{self, SharedFrames},
     sync::SpinLock,
-    task::{self, CpuSet, Task, ThreadId, user::UserState},
+    task::{self, CpuSet, SpawnError, Task, ThreadId, user::UserState},
 };
 
 /// Most handles one process holds.
@@ -129,6 +129,35 @@ static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
 static REGISTRY: SpinLock<Vec<alloc::sync::Weak<Process>>> = SpinLock::new(Vec::new());
 /// Processes alive (created and not yet dropped), for tests.
 static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Where [`kill_inside_next_start`] ends a process during its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartKillPoint {
+    /// Just after it left CREATED, before its `StartInfo` is written.
+    BeforeStartInfo,
+    /// Just after its thread was made, before the process records it.
+    AfterThread,
+}
+
+/// The process whose next start [`kill_inside_next_start`] kills (0: none).
+static START_KILL_PROCESS: AtomicU64 = AtomicU64::new(0);
+/// Where and with what reason: bit 32 set for
+/// [`StartKillPoint::AfterThread`], the reason in the low 32 bits.
+static START_KILL_HOW: AtomicU64 = AtomicU64::new(0);
+
+/// For tests: makes the next start of process `process` end it, at `at`,
+/// with `Killed(reason)`, as [`Process::end`] from another CPU could, so
+/// that a kill lands inside the start for certain. Process ids are never
+/// reused, so an arming whose start never comes does nothing.
+pub fn kill_inside_next_start(process: u64, at: StartKillPoint, reason: u32) {
+    START_KILL_PROCESS.store(0, Ordering::SeqCst);
+    let point = match at {
+        StartKillPoint::BeforeStartInfo => 0,
+        StartKillPoint::AfterThread => 1 << 32,
+    };
+    START_KILL_HOW.store(point | u64::from(reason), Ordering::Relaxed);
+    START_KILL_PROCESS.store(process, Ordering::Release);
+}
 
 /// Why a process could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -691,6 +720,13 @@ impl Process {
 
     /// Makes a CREATED process runnable: writes its `StartInfo`, creates its
     /// user thread, and hands the creator's retain to it.
+    ///
+    /// `WrongState` if it is not CREATED, or if it was killed before the
+    /// start returned: a kill may land from another CPU at any point of it,
+    /// and a thread the start already made stops with the kill. Any other
+    /// failure after the process left CREATED ends it (`Killed(0)`): a
+    /// failed start never leaves it RUNNABLE_S with no thread, which nothing
+    /// would finish.
     pub fn start(self: &Arc<Self>) -> Result<(), Error> {
         self.start_on(CpuSet::ALL)
     }
@@ -698,6 +734,19 @@ impl Process {
     /// [`Process::start`], with the thread kept to `cpus`.
     pub fn start_on(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
         self.state.try_transition(ProcState::Created, ProcState::RunnableS).map_err(|_| Error::WrongState)?;
+        match self.launch(cpus) {
+            Ok(()) => Ok(()),
+            // A kill that came first ended it, and may be why this failed.
+            Err(_) if !self.end(ExitStatus::Killed(0)) => Err(Error::WrongState),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The part of a start after the move to RUNNABLE_S: writes `StartInfo`
+    /// and creates the thread. The caller ends the process on an error.
+    fn launch(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
+        let test_kill = self.take_start_kill();
+        self.kill_for_test(test_kill, StartKillPoint::BeforeStartInfo);
         let info_address = (USER_STACK_TOP - 512) & !63;
         let mut info = StartInfo::new();
         info.process_id = self.id;
@@ -720,16 +769,43 @@ impl Process {
         state.owner = Some(self.clone());
         state.fast_allowed = self.allowed.load(Ordering::Relaxed);
         state.fast_owner = self.id;
-        match task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus) {
-            Ok(id) => {
-                *self.thread.lock() = Some(id);
-                self.release_creator_retain();
-                Ok(())
-            }
-            Err(_) => {
-                self.abandon();
-                Err(Error::OutOfMemory)
-            }
+        let id = task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus).map_err(|error| match error {
+            SpawnError::TaskKilled(_) => Error::WrongState,
+            _ => Error::OutOfMemory,
+        })?;
+        self.kill_for_test(test_kill, StartKillPoint::AfterThread);
+        *self.thread.lock() = Some(id);
+        self.release_creator_retain();
+        // Killed while the thread was being made, or since: `end` records
+        // the status before it kills the task, so the thread stops at its
+        // first preemption point, and the start has not succeeded. (An end
+        // by the thread itself, an exit or a fault, means it ran.)
+        if matches!(self.exit_status(), Some(ExitStatus::Killed(_))) {
+            return Err(Error::WrongState);
+        }
+        Ok(())
+    }
+
+    /// The kill [`kill_inside_next_start`] armed for this process's start,
+    /// if any; taking it disarms it.
+    fn take_start_kill(&self) -> Option<(StartKillPoint, ExitStatus)> {
+        // The one load every start makes: no process has id 0.
+        if START_KILL_PROCESS.load(Ordering::Relaxed) != self.id {
+            return None;
+        }
+        START_KILL_PROCESS.compare_exchange(self.id, 0, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        let how = START_KILL_HOW.load(Ordering::Relaxed);
+        let at = if how >> 32 == 0 { StartKillPoint::BeforeStartInfo } else { StartKillPoint::AfterThread };
+        Some((at, ExitStatus::Killed(how as u32)))
+    }
+
+    /// Ends the process as a kill from another CPU would, if `kill` (from
+    /// [`Process::take_start_kill`]) is for `point`.
+    fn kill_for_test(&self, kill: Option<(StartKillPoint, ExitStatus)>, point: StartKillPoint) {
+        if let Some((at, status)) = kill
+            && at == point
+        {
+            self.end(status);
         }
     }
 
@@ -747,8 +823,10 @@ impl Process {
                 let offset = (address % 4096) as usize;
                 assert!(offset + bytes.len() <= 4096);
                 let page = crate::arch::paging::phys_to_virt(physical - offset as u64) as *mut u8;
-                // SAFETY: the page is a stack frame this process owns, not
-                // running yet, and mapped through the physical window.
+                // SAFETY: the page is a stack frame this process owns, its
+                // thread not made yet, and mapped through the physical
+                // window; the space's lock, held here, keeps it mapped (and
+                // its frame allocated) even if a kill's clean-up is due.
                 unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), page.add(offset), bytes.len()) };
                 Ok(())
             })

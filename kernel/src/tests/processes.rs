@@ -532,3 +532,74 @@ ktest!(no_memory_for_vector_registers_ends_only_that_process, || {
     drop((victim, survivor));
     before.check_nothing_left("a process ended for want of memory").map(drop)
 });
+
+ktest!(a_kill_inside_start_makes_it_fail_with_wrong_state, || {
+    // A kill may land on another CPU while a start runs: after the process
+    // left CREATED and before its thread exists, or after the thread was
+    // made and before the process records it. `kill_inside_next_start`
+    // makes it land there for certain. The start must fail with
+    // `WrongState`, the status must be the kill's, no thread may run on,
+    // the process must finish (what `process_wait` waits for), and nothing
+    // may be left behind. A kill before the start is the same to the caller.
+    use orrery_abi::Error;
+    use proc::StartKillPoint;
+    const REASON: u32 = 23;
+    let warm = proc::spawn("spinner", 0).map_err(|e| format!("{e}"))?;
+    end_and_join(&warm, ExitStatus::Killed(0));
+    drop(warm);
+    let before = Footprint::settled();
+    for at in [None, Some(StartKillPoint::BeforeStartInfo), Some(StartKillPoint::AfterThread)] {
+        let process = create("spinner", 0)?;
+        let outcome = (|| {
+            match at {
+                None => check!(process.end(ExitStatus::Killed(REASON)), "the process had ended"),
+                Some(at) => proc::kill_inside_next_start(process.id(), at, REASON),
+            }
+            check_eq!(process.start(), Err(Error::WrongState), "killed at {at:?}");
+            check_eq!(process.exit_status(), Some(ExitStatus::Killed(REASON)), "killed at {at:?}");
+            check_eq!(process.state(), ProcState::Dying, "killed at {at:?}");
+            check_eq!(
+                process.thread().is_some(),
+                at == Some(StartKillPoint::AfterThread),
+                "a thread was made, killed at {at:?}"
+            );
+            check!(finish_within(&process, 20), "killed at {at:?}, it did not finish ({:?})", process.state());
+            check_eq!(
+                task::join(process.task()),
+                task::ExitStatus::Killed(ExitStatus::Killed(REASON).encode()),
+                "killed at {at:?}"
+            );
+            check_eq!(process.task().live_thread_count(), 0, "killed at {at:?}, a thread lives on");
+            Ok(())
+        })();
+        end_and_join(&process, ExitStatus::Killed(0));
+        outcome?;
+    }
+    before.check_nothing_left("starts killed on the way").map(drop)
+});
+
+ktest!(a_start_that_fails_ends_the_process, || {
+    // A start that fails for another reason after the process left CREATED
+    // ends it: here its `StartInfo` cannot be written (the page it goes in
+    // is gone). The process must not stay RUNNABLE_S without a thread,
+    // which nothing would ever finish.
+    let warm = proc::spawn("spinner", 0).map_err(|e| format!("{e}"))?;
+    end_and_join(&warm, ExitStatus::Killed(0));
+    drop(warm);
+    let before = Footprint::settled();
+    let process = create("spinner", 0)?;
+    let outcome = (|| {
+        let top = USER_STACK_TOP - paging::PAGE_SIZE;
+        check!(process.task().with_address_space(|space| space.unmap(top)).flatten().is_some(), "no stack page");
+        check_eq!(process.start(), Err(orrery_abi::Error::BadAddress));
+        check!(process.thread().is_none(), "a thread was made");
+        check_eq!(process.exit_status(), Some(ExitStatus::Killed(0)));
+        check_eq!(process.state(), ProcState::Dying);
+        check!(finish_within(&process, 20), "it did not finish ({:?})", process.state());
+        Ok(())
+    })();
+    end_and_join(&process, ExitStatus::Killed(0));
+    outcome?;
+    drop(process);
+    before.check_nothing_left("a failed start").map(drop)
+});

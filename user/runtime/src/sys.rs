@@ -107,7 +107,8 @@ pub fn process_create(image: u64, name: &str, argument: u64) -> Result<Handle, E
     call(Syscall::ProcessCreate, [image, name.as_ptr() as u64, name.len() as u64, argument, 0, 0]).map(Handle)
 }
 
-/// Makes a created process runnable.
+/// Makes a created process runnable: `WrongState` if it is not CREATED or
+/// was killed meanwhile; after `OutOfMemory` it has been ended.
 pub fn process_start(process: Handle) -> Result<(), Error> {
     call(Syscall::ProcessStart, [process.0, 0, 0, 0, 0, 0]).map(|_| ())
 }
