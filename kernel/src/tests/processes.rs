@@ -409,8 +409,15 @@ impl Footprint {
         // A process record goes with its thread's record, freed by the next
         // thread on that CPU right after the last switch; on a loaded host
         // that CPU may come a little after the joiner.
+        // Likewise the last reference to a task (its page-table root, one
+        // frame) may go with a thread record a moment after the process
+        // record. A leak stays, and shows once the deadline passes.
         let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-        while proc::live_processes() != self.processes && crate::arch::tsc::now() < deadline {
+        while crate::arch::tsc::now() < deadline {
+            let now = Self::now();
+            if now.processes == self.processes && now.free_frames + now.grown_since(self) == self.free_frames {
+                break;
+            }
             task::sleep_for_nanos(1_000_000);
         }
         let after = Self::now();
