@@ -72,7 +72,8 @@ pub enum Syscall {
     /// `process_start(handle)`: makes a CREATED process runnable.
     /// `WrongState` if it is not CREATED, or was killed before the call
     /// returned (it does not run on); a failure after it left CREATED
-    /// (`OutOfMemory`) ends it, so a wait for it returns.
+    /// (`OutOfMemory`, or `LimitReached` when the kernel's thread table is
+    /// full) ends it, so a wait for it returns.
     ProcessStart = 11,
     /// `process_wait(handle)`: waits until the process has ended; returns its
     /// packed [`ExitStatus`].

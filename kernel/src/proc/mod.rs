@@ -731,7 +731,8 @@ impl Process {
         self.start_on(CpuSet::ALL)
     }
 
-    /// [`Process::start`], with the thread kept to `cpus`.
+    /// [`Process::start`], with the thread kept to `cpus` (`BadFlags`, and
+    /// the process ended, if they name no running CPU).
     pub fn start_on(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
         self.state.try_transition(ProcState::Created, ProcState::RunnableS).map_err(|_| Error::WrongState)?;
         match self.launch(cpus) {
@@ -771,7 +772,9 @@ impl Process {
         state.fast_owner = self.id;
         let id = task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus).map_err(|error| match error {
             SpawnError::TaskKilled(_) => Error::WrongState,
-            _ => Error::OutOfMemory,
+            SpawnError::TooManyThreads => Error::LimitReached,
+            SpawnError::NoCpu => Error::BadFlags,
+            SpawnError::OutOfMemory | SpawnError::Task(_) => Error::OutOfMemory,
         })?;
         self.kill_for_test(test_kill, StartKillPoint::AfterThread);
         *self.thread.lock() = Some(id);

@@ -153,10 +153,7 @@ impl Builder {
     }
 
     fn spawn_thread(self, task: &Arc<Task>, entry: Box<dyn FnOnce() + Send>) -> Result<ThreadId, SpawnError> {
-        let count = crate::arch::smp::cpu_count();
-        if (0..count).all(|cpu| !self.allowed.contains(cpu)) {
-            return Err(SpawnError::NoCpu);
-        }
+        require_a_cpu(self.allowed)?;
         task.lifetime.retain().map_err(|_| SpawnError::TaskKilled(task.id()))?;
         let release_on_error = |error: SpawnError| {
             if let Ok(Some(cleanup)) = task.lifetime.release() {
@@ -338,6 +335,7 @@ pub fn spawn_user_thread(
     state: user::UserState,
     allowed: CpuSet,
 ) -> Result<ThreadId, SpawnError> {
+    require_a_cpu(allowed)?;
     task.lifetime.retain().map_err(|_| SpawnError::TaskKilled(task.id()))?;
     let thread = thread::create(thread::ThreadSpec {
         name,
@@ -365,6 +363,12 @@ pub fn spawn_user_thread(
     trace::record(trace::EventKind::Spawn, thread.id().0, current_id_or_zero());
     scheduler::enqueue_new(&thread);
     Ok(thread.id())
+}
+
+/// `NoCpu` unless `allowed` names a CPU that is running.
+fn require_a_cpu(allowed: CpuSet) -> Result<(), SpawnError> {
+    let count = crate::arch::smp::cpu_count();
+    if (0..count).any(|cpu| allowed.contains(cpu)) { Ok(()) } else { Err(SpawnError::NoCpu) }
 }
 
 /// Registers `thread` (a user thread's system-call future) to be woken when

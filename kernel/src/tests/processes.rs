@@ -594,19 +594,34 @@ ktest!(a_start_that_fails_ends_the_process, || {
     end_and_join(&warm, ExitStatus::Killed(0));
     drop(warm);
     let before = Footprint::settled();
-    let process = create("spinner", 0)?;
-    let outcome = (|| {
-        let top = USER_STACK_TOP - paging::PAGE_SIZE;
-        check!(process.task().with_address_space(|space| space.unmap(top)).flatten().is_some(), "no stack page");
-        check_eq!(process.start(), Err(orrery_abi::Error::BadAddress));
-        check!(process.thread().is_none(), "a thread was made");
-        check_eq!(process.exit_status(), Some(ExitStatus::Killed(0)));
-        check_eq!(process.state(), ProcState::Dying);
-        check!(finish_within(&process, 20), "it did not finish ({:?})", process.state());
-        Ok(())
-    })();
-    end_and_join(&process, ExitStatus::Killed(0));
-    outcome?;
-    drop(process);
-    before.check_nothing_left("a failed start").map(drop)
+    // Its `StartInfo` page gone, or (when there is a CPU number no CPU
+    // has) its thread kept to no running CPU.
+    let no_cpu = smp::cpu_count() < crate::arch::cpu::MAX_CPUS;
+    for (case, expected) in [(0, orrery_abi::Error::BadAddress), (1, orrery_abi::Error::BadFlags)] {
+        if case == 1 && !no_cpu {
+            continue;
+        }
+        let process = create("spinner", 0)?;
+        let outcome = (|| {
+            let started = if case == 0 {
+                let top = USER_STACK_TOP - paging::PAGE_SIZE;
+                check!(
+                    process.task().with_address_space(|space| space.unmap(top)).flatten().is_some(),
+                    "no stack page"
+                );
+                process.start()
+            } else {
+                process.start_on(CpuSet::only(smp::cpu_count()))
+            };
+            check_eq!(started, Err(expected));
+            check!(process.thread().is_none(), "a thread was made ({expected:?})");
+            check_eq!(process.exit_status(), Some(ExitStatus::Killed(0)), "{expected:?}");
+            check_eq!(process.state(), ProcState::Dying, "{expected:?}");
+            check!(finish_within(&process, 20), "it did not finish ({:?}, {expected:?})", process.state());
+            Ok(())
+        })();
+        end_and_join(&process, ExitStatus::Killed(0));
+        outcome?;
+    }
+    before.check_nothing_left("failed starts").map(drop)
 });
