@@ -660,6 +660,9 @@ ktest!(affinity_is_honoured_and_can_change, || {
             }
         })
         .map_err(|e| format!("{e:?}"))?;
+    // Until it has run where it is pinned (on a loaded host its CPU may
+    // not come round for a while), and a little longer.
+    check!(wait_for(20_000, || seen.load(Ordering::SeqCst) != 0), "the pinned thread never ran");
     task::sleep_for_nanos(5_000_000);
     phase.store(1, Ordering::SeqCst);
     check!(wait_for(20_000, || paused.load(Ordering::SeqCst)));
