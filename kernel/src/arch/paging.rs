@@ -384,13 +384,8 @@ impl AddressSpace {
         self.id
     }
 
-    /// Count of unmaps so far (see the field's doc).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The counter behind [`generation`](Self::generation), for whoever
-    /// switches to this space without holding it (the scheduler).
+    /// The count of unmaps so far (see the field's doc), shared, for
+    /// whoever switches to this space without holding it (the scheduler).
     pub fn generation_counter(&self) -> Arc<AtomicU64> {
         self.generation.clone()
     }
@@ -436,7 +431,7 @@ impl AddressSpace {
 
     /// Removes the mapping of `address`; frees the frame if the space owned
     /// it, and returns the frame otherwise. The caller must make sure no CPU
-    /// keeps a stale translation (see [`AddressSpace::generation`]): this
+    /// keeps a stale translation (see [`AddressSpace::generation_counter`]): this
     /// flushes only the current CPU, if the space is active on it. Where the
     /// space may be running on another CPU, use
     /// [`take_mapping`](Self::take_mapping) and free after a shoot-down.

@@ -424,10 +424,7 @@ pub fn call_on(targets: impl Iterator<Item = usize>, function: fn(u64), argument
 pub fn shoot_down_user(root: u64) {
     fn flush(root: u64) {
         if paging::current_root() == root {
-            // SAFETY: reloading CR3 with its own value (bit 63 clear, so
-            // with PCID too) drops this space's non-global translations
-            // and changes nothing else.
-            unsafe { asm!("mov {tmp}, cr3", "mov cr3, {tmp}", tmp = out(reg) _, options(nostack, preserves_flags)) };
+            reload_cr3();
         }
     }
     // The page-table change and the generation bump before the look at
@@ -475,8 +472,16 @@ pub fn flush_all_local() {
                 asm!("mov cr4, {}", in(reg) cr4 & !(1 << 7), options(nostack, preserves_flags));
                 asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
             } else {
-                asm!("mov {tmp}, cr3", "mov cr3, {tmp}", tmp = out(reg) _, options(nostack, preserves_flags));
+                reload_cr3();
             }
         }
     });
+}
+
+/// Drops this CPU's non-global translations of the current address space.
+fn reload_cr3() {
+    // SAFETY: reloading CR3 with its own value (bit 63 clear, so with PCID
+    // too) drops the current PCID's non-global translations and changes
+    // nothing else.
+    unsafe { asm!("mov {tmp}, cr3", "mov cr3, {tmp}", tmp = out(reg) _, options(nostack, preserves_flags)) };
 }

@@ -904,7 +904,6 @@ impl Process {
             let _ = self.state.try_transition(from, to);
         } else if matches!(from, ProcState::RunnableS | ProcState::Waiting)
             && self.state.try_transition(from, ProcState::RunningS).is_ok()
-            && to != ProcState::RunningS
         {
             let _ = self.state.try_transition(ProcState::RunningS, to);
         }

@@ -212,7 +212,7 @@ pub struct Task {
     address_space: Option<SpinLock<AddressSpace>>,
     page_table_root: u64,
     address_space_id: u64,
-    /// The space's unmap generation (see `AddressSpace::generation`), read
+    /// The space's unmap generation (`AddressSpace::generation_counter`), read
     /// by switches to it without the space's lock.
     space_generation: Option<Arc<AtomicU64>>,
     set: SpinLock<Option<Arc<TaskSet>>>,

@@ -271,7 +271,7 @@ impl WaitQueue {
 
     /// Threads waiting now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.queued.load(Ordering::Acquire)
     }
 
     /// True when nobody waits.

@@ -415,13 +415,13 @@ impl Footprint {
         let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
         while crate::arch::tsc::now() < deadline {
             let now = Self::now();
-            if now.processes == self.processes && now.free_frames + now.grown_since(self) == self.free_frames {
+            if now.processes == self.processes && now.frames_back_to(self) {
                 break;
             }
             task::sleep_for_nanos(1_000_000);
         }
         let after = Self::now();
-        if after.processes != self.processes || after.free_frames + after.grown_since(self) != self.free_frames {
+        if after.processes != self.processes || !after.frames_back_to(self) {
             crate::println!("ktest-info: reaper backlog {}", task::reaper::backlog());
             proc::dump_processes();
             task::dump_threads();
@@ -442,6 +442,12 @@ impl Footprint {
             after.allocations
         );
         Ok(after)
+    }
+
+    /// True when every frame free at `before` is free again or became
+    /// capacity (heap, kernel tables).
+    fn frames_back_to(&self, before: &Self) -> bool {
+        self.free_frames + self.grown_since(before) == before.free_frames
     }
 
     /// Frames the heap and kernel tables grew by since `before`.
