@@ -246,7 +246,11 @@ pub fn enable_features() {
             if features.avx {
                 xcr0 |= XCr0Flags::AVX;
             }
-            XCr0::write(xcr0);
+            // Written without the read-back `XCr0::write` does to check the
+            // new value against the old: XGETBV is not emulated by every
+            // hypervisor, and the value is valid by construction (x87 always,
+            // AVX only with SSE, each only when CPUID reports it).
+            XCr0::write_raw(xcr0.bits());
         }
     }
     if features.smap {
