@@ -148,6 +148,21 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
         log::warn!("no CPU list from ACPI ({error:?}); running on the bootstrap CPU only");
     }
     smp::register_cpus(&listed, boot_apic_id);
+    // Too little memory is the machine's configuration, not a kernel
+    // fault: say so and stop, rather than fail an allocation further on.
+    let needed = MIN_FREE_FRAMES + FRAMES_PER_OTHER_CPU * (smp::cpu_count() as u64 - 1);
+    if mm::frames::free_count() < needed {
+        log::error!(
+            "not enough memory: {} frames ({} KiB) free, {} CPUs need at least {} ({} KiB) to start; give the \
+             machine more memory",
+            mm::frames::free_count(),
+            mm::frames::free_count() * 4,
+            smp::cpu_count(),
+            needed,
+            needed * 4
+        );
+        qemu::exit(qemu::ExitCode::Failure);
+    }
     start_other_cpus();
     let boot_ticks = smp::all_online_tsc().saturating_sub(tsc::boot_tsc());
     log::info!(
@@ -238,6 +253,16 @@ fn run_supervisor() -> qemu::ExitCode {
     log::info!("supervisor ended: {exit:?} ({status:?})");
     if exit == Some(orrery_abi::ExitStatus::Exited(0)) { qemu::ExitCode::Success } else { qemu::ExitCode::Failure }
 }
+
+/// Free frames the kernel needs at the start of the other CPUs, besides
+/// [`FRAMES_PER_OTHER_CPU`]: the heap's next growth (64 frames), the
+/// loader's images and the supervisor's first process. (Measured: the boot
+/// goes through with 82 on one CPU; with fewer the loader refuses programs.)
+const MIN_FREE_FRAMES: u64 = 96;
+/// Frames each CPU besides the first takes at boot: its five guarded
+/// stacks of 8 frames (trap, double fault, NMI, machine check, start-up),
+/// and a share of their page tables.
+const FRAMES_PER_OTHER_CPU: u64 = 44;
 
 /// Records CPU 0 as online, prepares the other CPUs' stacks and starts them.
 fn start_other_cpus() {

@@ -12,7 +12,7 @@ Boots the Orrery kernel in QEMU with its serial console on this terminal.
 
 options:
   --smp SPEC        CPUs, in QEMU -smp syntax: 4, or 8,sockets=1,cores=4,threads=2 [4]
-  --memory SIZE     guest memory in QEMU -m syntax [512M]
+  --memory SIZE     guest memory in QEMU -m syntax, at least 16M [512M]
   --accel tcg|kvm   CPU emulation; kvm needs hardware virtualisation [tcg]
   --machine q35|microvm
                     machine type [q35]
@@ -27,6 +27,28 @@ options:
   --timeout SECS    stop QEMU after this many seconds
   -h, --help        show this text
 ";
+
+/// Least guest memory the runner boots with: below it the kernel image
+/// (about 15 MiB with the user programs it carries) does not fit. Between
+/// this and what the kernel needs to run, the kernel says so itself.
+const MIN_MEMORY_MIB: f64 = 16.0;
+
+/// A size in QEMU's `-m` syntax (a number of MiB, or with a K, M, G or T
+/// suffix), in MiB; `None` for anything else.
+fn memory_mib(size: &str) -> Option<f64> {
+    let (number, scale) = match size.char_indices().last()? {
+        (at, 'k' | 'K') => (&size[..at], 1.0 / 1024.0),
+        (at, 'm' | 'M') => (&size[..at], 1.0),
+        (at, 'g' | 'G') => (&size[..at], 1024.0),
+        (at, 't' | 'T') => (&size[..at], 1024.0 * 1024.0),
+        _ => (size, 1.0),
+    };
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    value.is_finite().then_some(value * scale)
+}
 
 struct Options {
     config: QemuConfig,
@@ -68,7 +90,17 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
                 config.smp = spec;
                 smp_given = true;
             }
-            "--memory" => config.memory = value(&mut arguments, "--memory")?,
+            "--memory" => {
+                let size = value(&mut arguments, "--memory")?;
+                let mib = memory_mib(&size).ok_or(format!("--memory {size}: expected a size such as 512M or 2G"))?;
+                if mib < MIN_MEMORY_MIB {
+                    return Err(format!(
+                        "--memory {size}: at least {MIN_MEMORY_MIB}M (the kernel image, with the user programs it \
+                         carries, is loaded below that)"
+                    ));
+                }
+                config.memory = size;
+            }
             "--accel" => {
                 config.accel = match value(&mut arguments, "--accel")?.as_str() {
                     "tcg" => Accel::Tcg,
@@ -172,4 +204,34 @@ fn main() -> ExitCode {
         }
     }
     if outcome.succeeded() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(arguments: &[&str]) -> Result<Options, String> {
+        parse(arguments.iter().map(|argument| String::from(*argument)))
+    }
+
+    #[test]
+    fn memory_sizes_follow_qemu_syntax() {
+        assert_eq!(memory_mib("512"), Some(512.0));
+        assert_eq!(memory_mib("512M"), Some(512.0));
+        assert_eq!(memory_mib("2G"), Some(2048.0));
+        assert_eq!(memory_mib("1.5g"), Some(1536.0));
+        assert_eq!(memory_mib("16384K"), Some(16.0));
+        for bad in ["", "M", "-1G", "12Q", "1e3", "size=1G", "1G,slots=2"] {
+            assert_eq!(memory_mib(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn too_little_or_malformed_memory_is_refused_with_a_reason() {
+        assert_eq!(parsed(&["--memory", "1G"]).map(|options| options.config.memory), Ok("1G".into()));
+        let error = parsed(&["--memory", "8M"]).err().expect("8M refused");
+        assert!(error.contains("at least 16M"), "{error}");
+        let error = parsed(&["--memory", "lots"]).err().expect("lots refused");
+        assert!(error.contains("expected a size"), "{error}");
+    }
 }

@@ -95,6 +95,17 @@ fn bad_command_line_words_are_reported_and_ignored() {
     assert!(text.contains("command line word `sched=lottery`: value not accepted"), "{text}");
 }
 
+#[test]
+fn too_little_memory_for_the_cpus_is_reported_not_a_panic() {
+    // 17 MiB boots one CPU but not the stacks of eight.
+    let config = QemuConfig { memory: "17M".into(), ..QemuConfig::for_tests(Machine::Q35, "8", "") };
+    let outcome = config.run_for_tests();
+    let text = outcome.output.join("\n");
+    assert!(!outcome.succeeded() && !outcome.timed_out(), "{}", outcome.describe());
+    assert!(text.contains("not enough memory") && text.contains("8 CPUs need at least"), "{text}");
+    assert!(!text.contains("KERNEL PANIC"), "{text}");
+}
+
 fn assert_death(test: &str, expected: &[&str]) {
     let outcome = boot(Machine::Microvm, "2", &format!("test={test}"));
     assert!(!outcome.succeeded() && !outcome.timed_out(), "{test}: {}", outcome.describe());
