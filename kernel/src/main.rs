@@ -14,6 +14,7 @@ pub mod arch;
 pub mod bench;
 mod benches;
 pub mod console;
+pub mod debug;
 pub mod ktest;
 pub mod mm;
 pub mod proc;
@@ -208,6 +209,9 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
         Mode::Run => (None, String::new()),
     };
     let trace = options.trace;
+    if options.gdb {
+        debug::gdb::init();
+    }
     let report = proc::init();
     log::info!(
         "loader: {} programs loaded ({} refused) into {} frames; {} frames of ELF files given back",
@@ -217,6 +221,9 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
         report.released_frames
     );
     task::run_main(move || {
+        // With `gdb`: the machine stops here for the debugger, every CPU up
+        // and the scheduler running.
+        debug::breakpoint();
         let selection = orrery_cmdline::Selection::new(&names);
         let code = match is_test {
             Some(true) => ktest::run(selection),

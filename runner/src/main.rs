@@ -17,6 +17,8 @@ options:
   --machine q35|microvm
                     machine type [q35]
   --gdb             wait for gdb on localhost:1234 before running (QEMU -s -S)
+  --gdb-stub PORT   serve the kernel's task-aware GDB stub (COM2) on localhost:PORT;
+                    the kernel stops for the debugger at the end of boot (q35 only)
   --cmdline TEXT    extra words for the kernel command line
   --test [NAMES]    run the in-kernel tests (comma-separated names; all if none)
   --bench [NAMES]   run the benchmarks and print their figures: with one CPU
@@ -116,6 +118,16 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
                 }
             }
             "--gdb" => config.gdb = true,
+            "--gdb-stub" => {
+                let port = value(&mut arguments, "--gdb-stub")?;
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|port| *port != 0)
+                    .ok_or(format!("--gdb-stub {port}: expected a TCP port (1 to 65535)"))?;
+                config.gdb_stub = Some(port);
+                words.push("gdb".into());
+            }
             "--cmdline" => words.push(value(&mut arguments, "--cmdline")?),
             "--test" => {
                 test = true;
@@ -141,6 +153,9 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
             }
             other => return Err(format!("unknown option {other}")),
         }
+    }
+    if config.gdb_stub.is_some() && config.machine != Machine::Q35 {
+        return Err("--gdb-stub needs --machine q35 (the stub talks on COM2)".into());
     }
     if test && bench {
         return Err("--test and --bench cannot be combined".into());

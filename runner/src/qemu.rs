@@ -55,6 +55,9 @@ pub struct QemuConfig {
     pub icount: bool,
     /// Wait for a debugger on TCP port 1234 before running (`-s -S`).
     pub gdb: bool,
+    /// Serve the kernel's own GDB stub (COM2) on this TCP port of
+    /// 127.0.0.1; the caller adds `gdb` to the command line.
+    pub gdb_stub: Option<u16>,
     /// The kernel command line.
     pub cmdline: String,
     /// Give up after this long; `None` waits for ever.
@@ -73,6 +76,7 @@ impl Default for QemuConfig {
             machine: Machine::Q35,
             icount: false,
             gdb: false,
+            gdb_stub: None,
             cmdline: String::new(),
             timeout: None,
             echo: false,
@@ -239,6 +243,10 @@ impl QemuConfig {
         command.args(["-smp", &self.smp, "-m", &self.memory]);
         command.args(["-nographic", "-no-reboot", "-display", "none", "-monitor", "none"]);
         command.args(["-serial", "stdio"]);
+        if let Some(port) = self.gdb_stub {
+            // The second serial port is COM2, where the kernel's stub talks.
+            command.args(["-serial", &format!("tcp:127.0.0.1:{port},server=on,wait=off")]);
+        }
         command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if self.icount {
             command.args(["-icount", "shift=0,sleep=off"]);

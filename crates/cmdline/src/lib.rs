@@ -99,6 +99,9 @@ pub struct BootOptions<'a> {
     pub icount: bool,
     /// Time slice in microseconds (`slice_us=3000`), bounded to 100..=1_000_000.
     pub slice_us: u32,
+    /// Serve the GDB remote protocol on the second serial port, and stop
+    /// for a debugger at the end of boot (`gdb`).
+    pub gdb: bool,
     /// Problems met while parsing, in order.
     pub problems: [Option<Problem<'a>>; MAX_PROBLEMS],
     /// Problems that did not fit in `problems`.
@@ -114,6 +117,7 @@ impl Default for BootOptions<'_> {
             icount: false,
             policy: PolicyChoice::Fair,
             slice_us: 3000,
+            gdb: false,
             problems: [None; MAX_PROBLEMS],
             dropped_problems: 0,
         }
@@ -179,12 +183,12 @@ impl<'a> BootOptions<'a> {
                     }
                 }
                 "log" => parse_log_level(value).map(|level| options.log_level = level),
-                "trace" | "icount" => match value {
+                "trace" | "icount" | "gdb" => match value {
                     None => {
-                        if key == "trace" {
-                            options.trace = true;
-                        } else {
-                            options.icount = true;
+                        match key {
+                            "trace" => options.trace = true,
+                            "icount" => options.icount = true,
+                            _ => options.gdb = true,
                         }
                         Ok(())
                     }
@@ -266,6 +270,17 @@ mod tests {
         assert!(!selection.selects("fram"));
         assert_eq!(options.log_level, LogLevel::Debug);
         assert_eq!(options.problems().count(), 0);
+    }
+
+    #[test]
+    fn gdb_is_a_flag() {
+        assert!(!BootOptions::parse("").gdb);
+        let options = BootOptions::parse("gdb test");
+        assert!(options.gdb);
+        assert_eq!(options.problems().count(), 0);
+        let options = BootOptions::parse("gdb=com2");
+        assert!(!options.gdb);
+        assert_eq!(options.problems[0].map(|p| p.kind), Some(ProblemKind::UnexpectedValue));
     }
 
     #[test]

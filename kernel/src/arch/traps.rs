@@ -28,6 +28,8 @@ pub const CALL_VECTOR: u8 = 0xf2;
 pub const TLB_VECTOR: u8 = 0xf3;
 /// Vector of the "stop, the machine is going down" IPI.
 pub const STOP_VECTOR: u8 = 0xf4;
+/// Vector of the "stop here for the debugger" IPI.
+pub const DEBUG_VECTOR: u8 = 0xf5;
 /// Vector the local APIC delivers spurious interrupts to.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// First vector of the (masked) legacy PIC, remapped away from exceptions.
@@ -64,6 +66,34 @@ pub struct TrapFrame {
 }
 
 impl TrapFrame {
+    /// All zeros (for statics).
+    pub const fn zeroed() -> Self {
+        Self {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rbp: 0,
+            rdi: 0,
+            rsi: 0,
+            rdx: 0,
+            rcx: 0,
+            rbx: 0,
+            rax: 0,
+            vector: 0,
+            error_code: 0,
+            rip: 0,
+            cs: 0,
+            rflags: 0,
+            rsp: 0,
+            ss: 0,
+        }
+    }
+
     /// True when the trap interrupted user mode (ring 3).
     pub fn from_user(&self) -> bool {
         self.cs & 3 == 3
@@ -303,6 +333,15 @@ static PREEMPT_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// Installs the preemption hook.
 pub fn set_preempt_hook(hook: fn()) {
     PREEMPT_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// Takes `#BP` in kernel mode (an `int3` placed in kernel code) when a
+/// debugger is attached; returns false to let it be reported as a fault.
+static BREAKPOINT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the kernel-mode breakpoint hook.
+pub fn set_breakpoint_hook(hook: fn(&mut TrapFrame) -> bool) {
+    BREAKPOINT_HOOK.store(hook as usize, Ordering::Release);
 }
 
 /// Interrupt handlers running on each CPU (nesting depth).
@@ -578,6 +617,18 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         });
         frame.rip = entry.fixup;
         return;
+    }
+    if exception == Exception::Breakpoint && !frame.from_user() {
+        match BREAKPOINT_HOOK.load(Ordering::Acquire) {
+            0 => {}
+            hook => {
+                // SAFETY: only `fn(&mut TrapFrame) -> bool` pointers are stored.
+                let hook = unsafe { core::mem::transmute::<usize, fn(&mut TrapFrame) -> bool>(hook) };
+                if hook(frame) {
+                    return;
+                }
+            }
+        }
     }
     report_and_die(exception, address, frame);
 }

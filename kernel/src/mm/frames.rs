@@ -78,6 +78,7 @@ pub fn init(regions: impl Iterator<Item = Region> + Clone, image_start: u64, ima
     FREE.store(free, Ordering::Relaxed);
     TOTAL.store(free, Ordering::Relaxed);
     *FRAMES.lock() = Some(bitmap);
+    PHYSICAL_END.store(physical_end, Ordering::Relaxed);
     MemorySummary { physical_end, usable_frames: free, bitmap_frames }
 }
 
@@ -132,6 +133,13 @@ pub fn release_boot_frames(first: Frame, count: u64) -> u64 {
 pub fn free_count() -> u64 {
     FREE.load(Ordering::Relaxed)
 }
+
+/// End of physical RAM (the highest usable address, exclusive).
+pub fn physical_end() -> u64 {
+    PHYSICAL_END.load(Ordering::Relaxed)
+}
+
+static PHYSICAL_END: AtomicU64 = AtomicU64::new(0);
 
 /// Frames the allocator manages in all (free or in use).
 pub fn total_count() -> u64 {

@@ -199,6 +199,18 @@ pub fn is_running() -> bool {
     this_cpu().ready.load(Ordering::Acquire)
 }
 
+/// The thread CPU `cpu` runs (its dispatcher between threads), if it has
+/// started scheduling. Stale as soon as it is read unless that CPU is
+/// stopped (the debugger's use).
+pub fn current_on(cpu: usize) -> Option<ThreadId> {
+    let pointer = CPUS.get(cpu)?.current.load(Ordering::Acquire);
+    // SAFETY: a CPU's current thread stays in the table (and so alive) at
+    // least until another thread has run there after it; reading its
+    // immutable id is sound for as long as that holds, which is the
+    // moment of this read.
+    (!pointer.is_null()).then(|| unsafe { (*pointer).id() })
+}
+
 /// True once CPU `cpu` runs the scheduler.
 pub fn is_running_on(cpu: usize) -> bool {
     CPUS[cpu].ready.load(Ordering::Acquire)

@@ -180,6 +180,16 @@ impl Descriptor {
         self.state.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
+    /// The stack pointer saved when it last switched away: its
+    /// callee-saved registers and return address lie there (see
+    /// `arch::switch`). Meaningful only while it is not running; for a
+    /// debugger that has stopped every CPU.
+    pub fn saved_stack_pointer(&self) -> u64 {
+        // SAFETY: a plain read of an integer that only the switch writes,
+        // on the thread's own CPU; a stale value is the caller's to expect.
+        unsafe { core::ptr::read_volatile(self.saved_rsp.get()) }
+    }
+
     /// The CPU it is queued on or last ran on.
     pub fn cpu(&self) -> usize {
         self.cpu.load(Ordering::Acquire) as usize

@@ -410,6 +410,16 @@ pub fn is_user(thread: &Thread) -> bool {
     thread.kind == ThreadKind::User
 }
 
+/// A copy of the user registers `thread` left user mode with, for a
+/// debugger looking at a thread that is not running (what a running one
+/// holds here is stale). `None` for kernel threads.
+pub fn saved_registers(thread: &Thread) -> Option<crate::arch::user::UserContext> {
+    // SAFETY: a plain copy of plain integers; the caller looks at a thread
+    // that no CPU runs (every other CPU is stopped), so nothing writes them
+    // meanwhile, and the record lives as long as the thread.
+    unsafe { (*thread.user.get()).as_ref().map(|state| state.context.clone()) }
+}
+
 /// Kernel heap bytes a user thread holds (its record and user state), for
 /// the memory figures.
 pub fn thread_bytes(thread: &Thread) -> usize {

@@ -1,6 +1,7 @@
 //! In-kernel tests, one file per subsystem. They run in QEMU when the command
 //! line says `test` (see [`crate::ktest`]).
 
+mod debug;
 mod foundation;
 mod futures;
 mod fuzz;
