@@ -3,7 +3,7 @@
 //! listed and named; registers of running and switched-away threads point
 //! into kernel code; a thread with its own address space stops at a
 //! breakpoint, and memory reads go through the selected thread's page
-//! tables.
+//! tables; GDB's Ctrl-C stops the running machine.
 
 use std::{
     io::{Read, Write},
@@ -261,6 +261,18 @@ fn the_gdb_stub_shows_threads_and_their_address_spaces() {
     assert!(remote.read(&main, TASK_SET_AREA, 16).is_err(), "the area is in the target's space only");
     // Writes are refused.
     assert!(remote.ask(&format!("M{TASK_SET_AREA:x},1:00")).starts_with('E'));
+
+    // Ctrl-C while the machine runs (the test waits for it): it stops, in
+    // the thread that polls the port.
+    remote.send("c");
+    thread::sleep(Duration::from_millis(500));
+    remote.stream.write_all(&[0x03]).expect("Ctrl-C");
+    let reply = remote.receive();
+    assert!(reply.starts_with("T02thread:"), "a SIGINT stop: {reply}");
+    assert_eq!(
+        normalised(reply.trim_start_matches("T02thread:").trim_end_matches(';')),
+        remote.thread_named("gdb-poll")
+    );
 
     // Let it go: the test finishes and the machine exits.
     remote.send("c");

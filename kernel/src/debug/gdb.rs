@@ -81,6 +81,13 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicBool = AtomicBool::new(false);
 /// 1 + the index of the CPU serving the debugger, or 0.
 static SERVING: AtomicUsize = AtomicUsize::new(0);
+/// Stops so far.
+static STOPS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times the machine has stopped for the debugger.
+pub fn stops() -> usize {
+    STOPS.load(Ordering::Acquire)
+}
 
 /// Where one CPU was when the machine stopped.
 struct Parked {
@@ -129,12 +136,58 @@ impl Connection for Com2 {
 
 /// Turns the stub on (the `gdb` command-line word): COM2 set up, the debug
 /// IPI and the kernel breakpoint handled. Call once, at boot.
+/// The scheduler must be running: a kernel thread polls COM2 while the
+/// machine runs.
 pub fn init() {
     // SAFETY: COM2 is this module's alone.
     unsafe { SerialPort::new(COM2) }.init();
     traps::set_handler(traps::DEBUG_VECTOR, park_here);
     traps::set_breakpoint_hook(stop_at_breakpoint);
     ENABLED.store(true, Ordering::Release);
+    if let Err(error) = task::Builder::new("gdb-poll").spawn(poll_while_running) {
+        crate::println!("gdb: no COM2 poller ({error:?}): the debugger can stop the machine only at breakpoints");
+    }
+}
+
+/// How often COM2 is looked at while the machine runs.
+const POLL_NANOS: u64 = 10_000_000;
+
+/// While the machine runs, hands what GDB sends to the waiting session:
+/// a Ctrl-C stops the machine; so does a debugger that connects while it
+/// runs (its first packet is dropped; GDB sends it again).
+fn poll_while_running() {
+    loop {
+        task::sleep_for_nanos(POLL_NANOS);
+        if take_input() {
+            super::breakpoint();
+        }
+    }
+}
+
+/// Feeds bytes waiting on COM2 to the session; true when they ask for a
+/// stop.
+fn take_input() -> bool {
+    let mut session = SESSION.lock();
+    let mut port = Com2::get();
+    while let Ok(byte) = port.0.try_receive() {
+        match session.take() {
+            Some(GdbStubStateMachine::Running(running)) => {
+                match running.incoming_data(&mut Kernel { stopped: None }, byte) {
+                    Ok(GdbStubStateMachine::CtrlCInterrupt(interrupt)) => {
+                        *session = Some(GdbStubStateMachine::CtrlCInterrupt(interrupt));
+                        return true;
+                    }
+                    Ok(machine) => *session = Some(machine),
+                    Err(error) => crate::println!("gdb: session ended: {error:?}"),
+                }
+            }
+            // Nobody attached (or the session ended): a packet or a Ctrl-C
+            // is a debugger arriving.
+            None if matches!(byte, b'$' | 0x03) => return true,
+            other => *session = other,
+        }
+    }
+    false
 }
 
 /// True when the stub is on.
@@ -186,6 +239,7 @@ fn stop_at_breakpoint(frame: &mut TrapFrame) -> bool {
     let tid = scheduler::current_on(me).map_or(Tid::MIN, tid_of);
     serve(MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGTRAP });
     parked.parked.store(false, Ordering::Release);
+    STOPS.fetch_add(1, Ordering::AcqRel);
     STOPPED.store(false, Ordering::SeqCst);
     SERVING.store(0, Ordering::Release);
     true

@@ -12,7 +12,7 @@ use orrery_proc::ProcState;
 use super::processes::{create, end_and_join};
 use crate::{
     arch::{smp, tsc},
-    check_eq, debug, ktest,
+    check, check_eq, debug, ktest,
     proc::{Process, loader},
     task::{self, Builder, CpuSet, ExitStatus, TaskSet, domain::TASK_SET_AREA},
 };
@@ -61,6 +61,15 @@ ktest!(breakpoints_stop_only_for_a_debugger, || {
     // Without a debugger, reaching this line is the check: a breakpoint
     // raised then would be reported as a kernel fault and end the run.
     check_eq!(target.join(), ExitStatus::Exited(0), "the thread that stopped went on and found its marker");
+    if debug::gdb::enabled() {
+        // The debugger interrupts the running machine once more (Ctrl-C).
+        let stops = debug::gdb::stops();
+        let deadline = tsc::now() + tsc::hz() * 60;
+        while debug::gdb::stops() == stops && tsc::now() < deadline {
+            task::sleep_for_nanos(1_000_000);
+        }
+        check!(debug::gdb::stops() > stops, "the debugger's Ctrl-C stopped the machine");
+    }
     end_and_join(&spinner, orrery_abi::ExitStatus::Killed(0));
     end_and_join(&busy, orrery_abi::ExitStatus::Killed(0));
     Ok(())
