@@ -233,11 +233,11 @@ impl<'a> Mailbox<'a> {
             return Err(PostError::TooLarge { length: request.len() });
         }
         let start = self.next_claim.fetch_add(1, Ordering::Relaxed);
-        for (index, slot) in self.rotation(start) {
+        self.scan(start, |index, slot| {
             let found = sync::peek(&slot.control, Ordering::Relaxed);
             let free = Control::from_word(found);
             if free.slot_state() != Some(SlotState::Free) {
-                continue;
+                return None;
             }
             let ticket = Ticket { index, sequence: free.sequence.wrapping_add(1) };
             // Acquire: pairs with the Release that freed the slot, so the
@@ -248,23 +248,25 @@ impl<'a> Mailbox<'a> {
                 .is_err()
             {
                 // Another client got there first (or the word changed): try the next slot.
-                continue;
+                return None;
             }
             store_message(&slot.data, request);
             // Cannot truncate: request.len() <= MESSAGE_BYTES.
             slot.request_length.store(request.len() as u32, Ordering::Relaxed);
             // Release: the request's words are visible to whoever sees Posted.
-            return match slot.control.compare_exchange(
-                ticket.control(SlotState::Claimed),
-                ticket.control(SlotState::Posted),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => Ok(ticket),
-                Err(found) => Err(PostError::SlotChanged { ticket, found: Control::from_word(found) }),
-            };
-        }
-        Err(PostError::Full)
+            Some(
+                match slot.control.compare_exchange(
+                    ticket.control(SlotState::Claimed),
+                    ticket.control(SlotState::Posted),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => Ok(ticket),
+                    Err(found) => Err(PostError::SlotChanged { ticket, found: Control::from_word(found) }),
+                },
+            )
+        })
+        .unwrap_or(Err(PostError::Full))
     }
 
     /// Client: if the request `ticket` names has been answered, copies the
@@ -369,11 +371,11 @@ impl<'a> Mailbox<'a> {
             return Err(TakeError::BufferTooSmall { available: out.len() });
         };
         let start = self.next_take.load(Ordering::Relaxed);
-        for (index, slot) in self.rotation(start) {
+        self.scan(start, |index, slot| {
             let found = sync::peek(&slot.control, Ordering::Relaxed);
             let posted = Control::from_word(found);
             if posted.slot_state() != Some(SlotState::Posted) {
-                continue;
+                return None;
             }
             let ticket = Ticket { index, sequence: posted.sequence };
             // Acquire: pairs with the client's Release of Posted, so the
@@ -384,7 +386,7 @@ impl<'a> Mailbox<'a> {
                 .is_err()
             {
                 // Cancelled (or changed) since the scan read it.
-                continue;
+                return None;
             }
             self.next_take.store(index as usize + 1, Ordering::Relaxed);
 
@@ -402,18 +404,18 @@ impl<'a> Mailbox<'a> {
                     Ordering::Release,
                     Ordering::Relaxed,
                 );
-                return Err(TakeError::MalformedRequest { ticket, request_length });
+                return Some(Err(TakeError::MalformedRequest { ticket, request_length }));
             }
             load_message(&slot.data, destination.get_mut(..length).unwrap_or_default());
             // A slot that left Serving while the words were read (only a
             // misbehaving party can do that) may have given torn bytes.
             let now = slot.control.load(Ordering::Relaxed);
             if now != ticket.control(SlotState::Serving) {
-                return Err(TakeError::SlotChanged { ticket, found: Control::from_word(now) });
+                return Some(Err(TakeError::SlotChanged { ticket, found: Control::from_word(now) }));
             }
-            return Ok(Some(Request { ticket, length }));
-        }
-        Ok(None)
+            Some(Ok(Some(Request { ticket, length })))
+        })
+        .unwrap_or(Ok(None))
     }
 
     /// Server: writes `response` and `status` over the request `ticket`
@@ -461,17 +463,31 @@ impl<'a> Mailbox<'a> {
         self.slots.get(usize::try_from(ticket.index).ok()?)
     }
 
-    /// Every slot once, with its index, starting at `start` modulo the count.
-    fn rotation(&self, start: usize) -> impl Iterator<Item = (u32, &'a Slot)> {
+    /// Calls `visit` with every slot once, and its index, starting at
+    /// `start` modulo the count, until it returns something.
+    ///
+    /// Two plain runs over the slice, from `start` to the end and then from
+    /// the beginning, rather than a modulo per step: the server's scan that
+    /// finds nothing visits every slot once per wait.
+    fn scan<T>(&self, start: usize, mut visit: impl FnMut(u32, &'a Slot) -> Option<T>) -> Option<T> {
         let count = self.slots.len();
         // `new` and `initialize` guarantee 1 <= count <= u32::MAX + 1, so
-        // the modulo is defined and indices fit a u32.
-        let start = start.checked_rem(count).unwrap_or(0);
+        // the modulo is defined and indices fit a u32. The server's cursor
+        // is below the count already, but for its wrap after the last slot.
+        let start = if start < count { start } else { start.checked_rem(count).unwrap_or(0) };
         let slots: &'a [Slot] = self.slots;
-        (0..count).filter_map(move |step| {
-            let index = (start + step) % count;
-            slots.get(index).map(|slot| (index as u32, slot))
-        })
+        let (before, after) = slots.split_at(start);
+        for (offset, slot) in after.iter().enumerate() {
+            if let Some(found) = visit((start + offset) as u32, slot) {
+                return Some(found);
+            }
+        }
+        for (index, slot) in before.iter().enumerate() {
+            if let Some(found) = visit(index as u32, slot) {
+                return Some(found);
+            }
+        }
+        None
     }
 }
 
