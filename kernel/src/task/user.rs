@@ -15,9 +15,10 @@
 //! its process ends with a status saying so instead of the kernel
 //! panicking; this module is the mechanism around them.
 
-use alloc::{boxed::Box, sync::Arc};
+use alloc::sync::Arc;
 use core::{
     future::Future,
+    mem::MaybeUninit,
     pin::Pin,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
     task::{Context, Poll, Waker},
@@ -38,7 +39,79 @@ use crate::arch::{
 
 /// A system call that has to wait: polled on the dispatcher until ready;
 /// its output goes to the thread's `rax`.
-pub type SyscallFuture = Pin<Box<dyn Future<Output = u64> + Send>>;
+///
+/// Kept inline in the thread's state, not boxed: a wait takes no heap
+/// allocation and free. The future must be `Unpin` (it is moved after a
+/// first poll, from the handler's outcome into the thread) and fit
+/// [`SyscallFuture::WORDS`] words, which is checked at compile time; a
+/// larger one can be passed boxed (`Box::pin(future)` is itself a small
+/// `Unpin` future).
+pub struct SyscallFuture {
+    /// The future, of the type `poll` and `drop` were made for.
+    data: MaybeUninit<[u64; SyscallFuture::WORDS]>,
+    poll: unsafe fn(*mut u8, &mut Context<'_>) -> Poll<u64>,
+    drop: unsafe fn(*mut u8),
+}
+
+// SAFETY: `new` only accepts `Send` futures, and `data` holds nothing else.
+unsafe impl Send for SyscallFuture {}
+
+impl SyscallFuture {
+    /// Words of room for the future.
+    pub const WORDS: usize = 6;
+
+    /// Parks `future`.
+    pub fn new<F: Future<Output = u64> + Send + Unpin + 'static>(future: F) -> Self {
+        const {
+            assert!(
+                core::mem::size_of::<F>() <= core::mem::size_of::<[u64; Self::WORDS]>()
+                    && core::mem::align_of::<F>() <= core::mem::align_of::<u64>(),
+                "a system-call future too large to keep inline: box it"
+            )
+        };
+        let mut data = MaybeUninit::<[u64; Self::WORDS]>::uninit();
+        // SAFETY: `data` is large and aligned enough for an `F` (checked
+        // above) and unused; it owns the future from now on, and `drop`
+        // drops it exactly once.
+        unsafe { data.as_mut_ptr().cast::<F>().write(future) };
+        Self { data, poll: poll_as::<F>, drop: drop_as::<F> }
+    }
+
+    /// Polls the future.
+    pub fn poll(&mut self, context: &mut Context<'_>) -> Poll<u64> {
+        // SAFETY: `data` holds a live future of the type `poll` was made for
+        // (`new`), not yet dropped (only `Drop` does).
+        unsafe { (self.poll)(self.data.as_mut_ptr().cast(), context) }
+    }
+}
+
+impl Drop for SyscallFuture {
+    fn drop(&mut self) {
+        // SAFETY: as in `poll`; the future is not used again.
+        unsafe { (self.drop)(self.data.as_mut_ptr().cast()) }
+    }
+}
+
+/// [`SyscallFuture`]'s poll of an `F`.
+///
+/// # Safety
+///
+/// `data` points to a live `F`, not used elsewhere meanwhile.
+unsafe fn poll_as<F: Future<Output = u64> + Unpin>(data: *mut u8, context: &mut Context<'_>) -> Poll<u64> {
+    // SAFETY: the caller's promise; `F: Unpin`, so it may be pinned for the
+    // poll and moved afterwards.
+    Pin::new(unsafe { &mut *data.cast::<F>() }).poll(context)
+}
+
+/// [`SyscallFuture`]'s drop of an `F`.
+///
+/// # Safety
+///
+/// `data` points to a live `F`, never used again.
+unsafe fn drop_as<F>(data: *mut u8) {
+    // SAFETY: the caller's promise.
+    unsafe { data.cast::<F>().drop_in_place() }
+}
 
 /// What the process layer decides about a trap.
 pub enum Outcome {
@@ -143,9 +216,8 @@ impl UserState {
 
     /// Bytes of kernel heap this state holds beyond the thread record.
     pub fn heap_bytes(&self) -> usize {
-        core::mem::size_of::<Self>()
-            + self.fpu.as_ref().map_or(0, FpuState::size)
-            + if self.pending.is_some() { 64 } else { 0 }
+        // What it waits in is kept inline.
+        core::mem::size_of::<Self>() + self.fpu.as_ref().map_or(0, FpuState::size)
     }
 
     /// True while it waits in a system call.
@@ -260,22 +332,23 @@ pub(super) fn run(thread: &Thread) {
             end_thread(thread, state);
             return;
         }
-        if let Some(mut future) = state.pending.take() {
+        // Polled where it is kept (it is not small enough to move for free).
+        if let Some(future) = state.pending.as_mut() {
             // Visible to wakers before the poll, so a wake-up during the poll
             // is not lost (see `thread`'s state machine).
             thread.descriptor.set_state(ThreadState::Blocking);
             core::sync::atomic::fence(Ordering::SeqCst);
             let mut context = Context::from_waker(&state.waker);
-            match future.as_mut().poll(&mut context) {
+            match future.poll(&mut context) {
                 Poll::Ready(value) => {
                     thread.descriptor.set_state(ThreadState::Running);
                     state.context.set_return(value);
                     if let Some(target) = hand_off.take() {
                         scheduler::wake(&target, WakeReason::Woken);
                     }
+                    state.pending = None;
                 }
                 Poll::Pending => {
-                    state.pending = Some(future);
                     // Its vector registers are dead at a system call.
                     state.fpu = None;
                     if let Some(target) = hand_off.take() {
