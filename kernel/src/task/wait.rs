@@ -197,8 +197,9 @@ impl WaitQueue {
     /// future must look at its condition again after registering.
     pub fn register(&self, thread: Arc<Thread>) {
         let mut waiters = self.lock();
+        // The usual queue holds nobody else: no search of the rest.
         let present = waiters.first.as_ref().is_some_and(|first| Arc::ptr_eq(first, &thread))
-            || waiters.rest.iter().any(|waiter| Arc::ptr_eq(waiter, &thread));
+            || (!waiters.rest.is_empty() && waiters.rest.iter().any(|waiter| Arc::ptr_eq(waiter, &thread)));
         if !present {
             waiters.push_back(thread);
         }
