@@ -767,7 +767,7 @@ impl Process {
         self.write_start_info(info_address, &info)?;
         let context = UserContext::new(self.program.entry, info_address - 16, info_address);
         let mut state = UserState::new(context);
-        state.owner = Some(self.clone());
+        state.set_owner(self.clone());
         state.fast_allowed = self.allowed.load(Ordering::Relaxed);
         state.fast_owner = self.id;
         let id = task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus).map_err(|error| match error {
@@ -980,12 +980,12 @@ fn fault_kind(exception: Exception) -> FaultKind {
 /// The trap handler installed into the dispatcher.
 fn handle_trap(
     _thread: &task::Thread,
-    owner: Option<&task::user::Owner>,
+    owner: Option<task::user::OwnerRef<'_>>,
     context: &mut UserContext,
     trap: Trap,
 ) -> task::user::Outcome {
     use task::user::Outcome;
-    let Some(process) = owner.and_then(|owner| owner.downcast_ref::<Process>()) else { return Outcome::Exit };
+    let Some(process) = owner.and_then(task::user::OwnerRef::downcast::<Process>) else { return Outcome::Exit };
     let found = process.state();
     if trap != Trap::Syscall {
         process.note_trap(found, ProcState::RunningS);
