@@ -522,25 +522,20 @@ fn slot_count(slots: &[Slot]) -> Result<u32, MailboxError> {
 /// Writes `message` into the first words of a slot, little-endian, the last
 /// word padded with zeroes. Only the words the message covers are written.
 ///
-/// Whole words go through `from_le_bytes` on 8-byte chunks, which compiles
-/// to one load and one store per word; only the tail is assembled bytewise.
+/// Whole words go through `as_chunks` (8-byte arrays, zipped with the words
+/// as two slices), which compiles to one load and one store per word; only
+/// the tail is assembled bytewise.
 fn store_message(words: &[AtomicU64; MESSAGE_WORDS], message: &[u8]) {
-    let chunks = message.chunks_exact(8);
-    let tail = chunks.remainder();
-    let mut words = words.iter();
-    // Chunks first: `zip` stops on the first iterator's end without taking
-    // from the second, so the word for the tail is still there afterwards.
-    for (chunk, word) in chunks.zip(words.by_ref()) {
-        let mut bytes = [0_u8; 8];
-        bytes.copy_from_slice(chunk);
-        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    let (chunks, tail) = message.as_chunks::<8>();
+    for (chunk, word) in chunks.iter().zip(words) {
+        word.store(u64::from_le_bytes(*chunk), Ordering::Relaxed);
     }
     if !tail.is_empty() {
         let mut bytes = [0_u8; 8];
         for (byte, value) in bytes.iter_mut().zip(tail) {
             *byte = *value;
         }
-        if let Some(word) = words.next() {
+        if let Some(word) = words.get(chunks.len()) {
             word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
         }
     }
@@ -548,14 +543,12 @@ fn store_message(words: &[AtomicU64; MESSAGE_WORDS], message: &[u8]) {
 
 /// Fills `out` (at most [`MESSAGE_BYTES`]) from the first words of a slot.
 fn load_message(words: &[AtomicU64; MESSAGE_WORDS], out: &mut [u8]) {
-    let mut chunks = out.chunks_exact_mut(8);
-    let mut words = words.iter();
-    // Chunks first, as in `store_message`.
-    for (chunk, word) in chunks.by_ref().zip(words.by_ref()) {
-        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    let (chunks, tail) = out.as_chunks_mut::<8>();
+    let whole = chunks.len();
+    for (chunk, word) in chunks.iter_mut().zip(words) {
+        *chunk = word.load(Ordering::Relaxed).to_le_bytes();
     }
-    let tail = chunks.into_remainder();
-    if let Some(word) = words.next().filter(|_| !tail.is_empty()) {
+    if let Some(word) = words.get(whole).filter(|_| !tail.is_empty()) {
         let bytes = word.load(Ordering::Relaxed).to_le_bytes();
         for (byte, value) in tail.iter_mut().zip(bytes) {
             *byte = value;
