@@ -980,12 +980,12 @@ fn fault_kind(exception: Exception) -> FaultKind {
 /// The trap handler installed into the dispatcher.
 fn handle_trap(
     _thread: &task::Thread,
-    owner: Option<task::user::OwnerRef<'_>>,
+    owner: Option<&task::user::UserOwner>,
     context: &mut UserContext,
     trap: Trap,
 ) -> task::user::Outcome {
     use task::user::Outcome;
-    let Some(process) = owner.and_then(task::user::OwnerRef::downcast::<Process>) else { return Outcome::Exit };
+    let Some(process) = owner.and_then(task::user::UserOwner::downcast::<Process>) else { return Outcome::Exit };
     let found = process.state();
     if trap != Trap::Syscall {
         process.note_trap(found, ProcState::RunningS);

@@ -137,33 +137,37 @@ pub enum Outcome {
 /// The process layer's data of a user thread (see [`UserState::set_owner`]).
 pub type Owner = dyn Any + Send + Sync;
 
-/// A user thread's owner, borrowed, with its concrete type (noted once, when
-/// it was set), so that a trap finds it as that type without a virtual call.
-#[derive(Clone, Copy)]
-pub struct OwnerRef<'a> {
-    owner: &'a Owner,
+/// A user thread's owner with its concrete type, noted once when it is set,
+/// so that a trap finds it as that type without a virtual call.
+pub struct UserOwner {
+    owner: Arc<Owner>,
     type_id: TypeId,
 }
 
-impl<'a> OwnerRef<'a> {
+impl UserOwner {
+    fn new(owner: Arc<Owner>) -> Self {
+        // The object's own type, not the `Arc`'s.
+        let type_id = (*owner).type_id();
+        Self { owner, type_id }
+    }
+
     /// The owner, if it is a `T`.
     #[inline]
-    pub fn downcast<T: Any>(self) -> Option<&'a T> {
+    pub fn downcast<T: Any>(&self) -> Option<&T> {
         if self.type_id != TypeId::of::<T>() {
             return None;
         }
         // SAFETY: `type_id` is the concrete type of `owner` (taken from it
-        // in `UserState::set_owner`, and never changed apart from it), so
-        // `owner` points to a `T`; this is `downcast_ref` without asking
-        // the object again.
-        Some(unsafe { &*(self.owner as *const Owner).cast::<T>() })
+        // in `new`; neither changes afterwards), so `owner` points to a
+        // `T`: this is `downcast_ref` without asking the object again.
+        Some(unsafe { &*Arc::as_ptr(&self.owner).cast::<T>() })
     }
 }
 
 /// Turns a trap of a user thread into an [`Outcome`], given the thread's
 /// owner (borrowed: no reference count is taken per trap). Runs on the
 /// dispatcher with interrupts on, preemption held off; must not block.
-pub type TrapHandler = fn(&Thread, Option<OwnerRef<'_>>, &mut UserContext, Trap) -> Outcome;
+pub type TrapHandler = fn(&Thread, Option<&UserOwner>, &mut UserContext, Trap) -> Outcome;
 
 /// Hears that a user thread cannot go on: it trapped, but there was no
 /// memory for the area its vector registers are saved in, so they would be
@@ -208,9 +212,8 @@ pub struct UserState {
     fcw: u16,
     /// Wakes this thread (made once).
     waker: Waker,
-    /// Opaque data of the process layer (the process, by reference count),
-    /// and its concrete type.
-    owner: Option<(Arc<Owner>, TypeId)>,
+    /// Opaque data of the process layer (the process, by reference count).
+    owner: Option<UserOwner>,
     /// What the fast system-call path may answer for this thread (see
     /// `arch::user::set_fast_context`).
     pub fast_allowed: u64,
@@ -237,9 +240,7 @@ impl UserState {
 
     /// Sets the process layer's data for the thread (before it is shared).
     pub fn set_owner(&mut self, owner: Arc<Owner>) {
-        // The object's own type, not the `Arc`'s.
-        let type_id = (*owner).type_id();
-        self.owner = Some((owner, type_id));
+        self.owner = Some(UserOwner::new(owner));
     }
 
     pub(super) fn set_waker(&mut self, thread: ThreadId) {
@@ -434,8 +435,7 @@ pub(super) fn run(thread: &Thread) {
         let outcome = {
             // Handlers never switch: a preemption waits for the loop's top.
             let _critical = scheduler::PreemptGuard::new();
-            let owner = state.owner.as_ref().map(|(owner, type_id)| OwnerRef { owner: &**owner, type_id: *type_id });
-            handler(thread, owner, &mut state.context, trap)
+            handler(thread, state.owner.as_ref(), &mut state.context, trap)
         };
         match outcome {
             Outcome::Resume => {}
@@ -508,7 +508,7 @@ fn end_thread(thread: &Thread, state: &mut UserState) {
 pub fn owner_of(thread: &Thread) -> Option<Arc<Owner>> {
     // SAFETY: `owner` is set before the thread is shared and never changed
     // until the thread is freed; cloning an `Arc` only reads it.
-    unsafe { (*thread.user.get()).as_ref().and_then(|state| state.owner.as_ref().map(|(owner, _)| owner.clone())) }
+    unsafe { (*thread.user.get()).as_ref().and_then(|state| state.owner.as_ref().map(|owner| owner.owner.clone())) }
 }
 
 /// True when `thread` is a user thread.
