@@ -59,7 +59,7 @@ unsafe impl Send for SyscallFuture {}
 
 impl SyscallFuture {
     /// Words of room for the future.
-    pub const WORDS: usize = 6;
+    pub const WORDS: usize = 5;
 
     /// Parks `future`.
     pub fn new<F: Future<Output = u64> + Send + Unpin + 'static>(future: F) -> Self {
