@@ -202,6 +202,7 @@ impl WaitQueue {
     /// Puts `thread` on the queue unless it is there already: for system-call
     /// futures, whose thread the dispatcher parks after a pending poll. The
     /// future must look at its condition again after registering.
+    #[inline(always)]
     pub fn register(&self, thread: Arc<Thread>) {
         let mut waiters = self.lock();
         // The usual queue holds nobody else: no search of the rest.
