@@ -233,11 +233,11 @@ impl<'a> Mailbox<'a> {
             return Err(PostError::TooLarge { length: request.len() });
         }
         let start = self.next_claim.fetch_add(1, Ordering::Relaxed);
-        for (index, slot) in self.rotation(start) {
+        self.scan(start, |index, slot| {
             let found = sync::peek(&slot.control, Ordering::Relaxed);
             let free = Control::from_word(found);
             if free.slot_state() != Some(SlotState::Free) {
-                continue;
+                return None;
             }
             let ticket = Ticket { index, sequence: free.sequence.wrapping_add(1) };
             // Acquire: pairs with the Release that freed the slot, so the
@@ -248,23 +248,25 @@ impl<'a> Mailbox<'a> {
                 .is_err()
             {
                 // Another client got there first (or the word changed): try the next slot.
-                continue;
+                return None;
             }
             store_message(&slot.data, request);
             // Cannot truncate: request.len() <= MESSAGE_BYTES.
             slot.request_length.store(request.len() as u32, Ordering::Relaxed);
             // Release: the request's words are visible to whoever sees Posted.
-            return match slot.control.compare_exchange(
-                ticket.control(SlotState::Claimed),
-                ticket.control(SlotState::Posted),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => Ok(ticket),
-                Err(found) => Err(PostError::SlotChanged { ticket, found: Control::from_word(found) }),
-            };
-        }
-        Err(PostError::Full)
+            Some(
+                match slot.control.compare_exchange(
+                    ticket.control(SlotState::Claimed),
+                    ticket.control(SlotState::Posted),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => Ok(ticket),
+                    Err(found) => Err(PostError::SlotChanged { ticket, found: Control::from_word(found) }),
+                },
+            )
+        })
+        .unwrap_or(Err(PostError::Full))
     }
 
     /// Client: if the request `ticket` names has been answered, copies the
@@ -369,11 +371,11 @@ impl<'a> Mailbox<'a> {
             return Err(TakeError::BufferTooSmall { available: out.len() });
         };
         let start = self.next_take.load(Ordering::Relaxed);
-        for (index, slot) in self.rotation(start) {
+        self.scan(start, |index, slot| {
             let found = sync::peek(&slot.control, Ordering::Relaxed);
             let posted = Control::from_word(found);
             if posted.slot_state() != Some(SlotState::Posted) {
-                continue;
+                return None;
             }
             let ticket = Ticket { index, sequence: posted.sequence };
             // Acquire: pairs with the client's Release of Posted, so the
@@ -384,7 +386,7 @@ impl<'a> Mailbox<'a> {
                 .is_err()
             {
                 // Cancelled (or changed) since the scan read it.
-                continue;
+                return None;
             }
             self.next_take.store(index as usize + 1, Ordering::Relaxed);
 
@@ -402,18 +404,18 @@ impl<'a> Mailbox<'a> {
                     Ordering::Release,
                     Ordering::Relaxed,
                 );
-                return Err(TakeError::MalformedRequest { ticket, request_length });
+                return Some(Err(TakeError::MalformedRequest { ticket, request_length }));
             }
             load_message(&slot.data, destination.get_mut(..length).unwrap_or_default());
             // A slot that left Serving while the words were read (only a
             // misbehaving party can do that) may have given torn bytes.
             let now = slot.control.load(Ordering::Relaxed);
             if now != ticket.control(SlotState::Serving) {
-                return Err(TakeError::SlotChanged { ticket, found: Control::from_word(now) });
+                return Some(Err(TakeError::SlotChanged { ticket, found: Control::from_word(now) }));
             }
-            return Ok(Some(Request { ticket, length }));
-        }
-        Ok(None)
+            Some(Ok(Some(Request { ticket, length })))
+        })
+        .unwrap_or(Ok(None))
     }
 
     /// Server: writes `response` and `status` over the request `ticket`
@@ -461,17 +463,31 @@ impl<'a> Mailbox<'a> {
         self.slots.get(usize::try_from(ticket.index).ok()?)
     }
 
-    /// Every slot once, with its index, starting at `start` modulo the count.
-    fn rotation(&self, start: usize) -> impl Iterator<Item = (u32, &'a Slot)> {
+    /// Calls `visit` with every slot once, and its index, starting at
+    /// `start` modulo the count, until it returns something.
+    ///
+    /// Two plain runs over the slice, from `start` to the end and then from
+    /// the beginning, rather than a modulo per step: the server's scan that
+    /// finds nothing visits every slot once per wait.
+    fn scan<T>(&self, start: usize, mut visit: impl FnMut(u32, &'a Slot) -> Option<T>) -> Option<T> {
         let count = self.slots.len();
         // `new` and `initialize` guarantee 1 <= count <= u32::MAX + 1, so
-        // the modulo is defined and indices fit a u32.
-        let start = start.checked_rem(count).unwrap_or(0);
+        // the modulo is defined and indices fit a u32. The server's cursor
+        // is below the count already, but for its wrap after the last slot.
+        let start = if start < count { start } else { start.checked_rem(count).unwrap_or(0) };
         let slots: &'a [Slot] = self.slots;
-        (0..count).filter_map(move |step| {
-            let index = (start + step) % count;
-            slots.get(index).map(|slot| (index as u32, slot))
-        })
+        let (before, after) = slots.split_at(start);
+        for (offset, slot) in after.iter().enumerate() {
+            if let Some(found) = visit((start + offset) as u32, slot) {
+                return Some(found);
+            }
+        }
+        for (index, slot) in before.iter().enumerate() {
+            if let Some(found) = visit(index as u32, slot) {
+                return Some(found);
+            }
+        }
+        None
     }
 }
 
@@ -506,25 +522,20 @@ fn slot_count(slots: &[Slot]) -> Result<u32, MailboxError> {
 /// Writes `message` into the first words of a slot, little-endian, the last
 /// word padded with zeroes. Only the words the message covers are written.
 ///
-/// Whole words go through `from_le_bytes` on 8-byte chunks, which compiles
-/// to one load and one store per word; only the tail is assembled bytewise.
+/// Whole words go through `as_chunks` (8-byte arrays, zipped with the words
+/// as two slices), which compiles to one load and one store per word; only
+/// the tail is assembled bytewise.
 fn store_message(words: &[AtomicU64; MESSAGE_WORDS], message: &[u8]) {
-    let chunks = message.chunks_exact(8);
-    let tail = chunks.remainder();
-    let mut words = words.iter();
-    // Chunks first: `zip` stops on the first iterator's end without taking
-    // from the second, so the word for the tail is still there afterwards.
-    for (chunk, word) in chunks.zip(words.by_ref()) {
-        let mut bytes = [0_u8; 8];
-        bytes.copy_from_slice(chunk);
-        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    let (chunks, tail) = message.as_chunks::<8>();
+    for (chunk, word) in chunks.iter().zip(words) {
+        word.store(u64::from_le_bytes(*chunk), Ordering::Relaxed);
     }
     if !tail.is_empty() {
         let mut bytes = [0_u8; 8];
         for (byte, value) in bytes.iter_mut().zip(tail) {
             *byte = *value;
         }
-        if let Some(word) = words.next() {
+        if let Some(word) = words.get(chunks.len()) {
             word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
         }
     }
@@ -532,14 +543,12 @@ fn store_message(words: &[AtomicU64; MESSAGE_WORDS], message: &[u8]) {
 
 /// Fills `out` (at most [`MESSAGE_BYTES`]) from the first words of a slot.
 fn load_message(words: &[AtomicU64; MESSAGE_WORDS], out: &mut [u8]) {
-    let mut chunks = out.chunks_exact_mut(8);
-    let mut words = words.iter();
-    // Chunks first, as in `store_message`.
-    for (chunk, word) in chunks.by_ref().zip(words.by_ref()) {
-        chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+    let (chunks, tail) = out.as_chunks_mut::<8>();
+    let whole = chunks.len();
+    for (chunk, word) in chunks.iter_mut().zip(words) {
+        *chunk = word.load(Ordering::Relaxed).to_le_bytes();
     }
-    let tail = chunks.into_remainder();
-    if let Some(word) = words.next().filter(|_| !tail.is_empty()) {
+    if let Some(word) = words.get(whole).filter(|_| !tail.is_empty()) {
         let bytes = word.load(Ordering::Relaxed).to_le_bytes();
         for (byte, value) in tail.iter_mut().zip(bytes) {
             *byte = value;

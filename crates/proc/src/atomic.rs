@@ -92,6 +92,14 @@ impl AtomicProcState {
         }
     }
 
+    /// True when the state is `state`: one load and compare, without
+    /// decoding the word (for a caller that only moves it when it differs).
+    #[must_use]
+    #[inline]
+    pub fn is(&self, state: ProcState) -> bool {
+        self.bits.load(Ordering::Acquire) == state.bits()
+    }
+
     /// See [`ProcState::is_alive`].
     #[must_use]
     pub fn is_alive(&self) -> bool {

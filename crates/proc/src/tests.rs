@@ -247,6 +247,7 @@ fn atomic_try_transition_moves_refuses_and_reports_races() {
     let word = AtomicProcState::new(Created);
     assert_eq!(word.try_transition(Created, RunnableS), Ok(()));
     assert_eq!(word.load(), RunnableS);
+    assert!(word.is(RunnableS) && ProcState::ALL.iter().filter(|&&state| word.is(state)).count() == 1);
     assert!(word.is_runnable() && word.is_alive() && !word.is_many_core());
     assert_eq!(
         word.try_transition(RunnableS, RunnableM),

@@ -146,7 +146,9 @@ impl MailboxObject {
     /// has gone while a client waits (`PeerGone`).
     pub fn wait(self: Arc<Self>, side: u64, seen: u64, deadline_tsc: u64) -> Result<DoorbellWait, Error> {
         self.doorbell(side)?;
-        Ok(DoorbellWait { mailbox: self, side, seen, deadline_tsc, timer_armed: false, registered: None })
+        // `doorbell` accepted it: 0 or 1.
+        let side = side as u8;
+        Ok(DoorbellWait { mailbox: self, seen, deadline_tsc, registered: None, side, timer_armed: false })
     }
 
     /// The current count of `side`'s doorbell.
@@ -158,12 +160,14 @@ impl MailboxObject {
 /// Waiting for a doorbell, as a system-call future.
 pub struct DoorbellWait {
     mailbox: Arc<MailboxObject>,
-    side: u64,
     seen: u64,
     deadline_tsc: u64,
-    timer_armed: bool,
     /// The thread registered on the doorbell, taken off when the wait ends.
     registered: Option<Arc<task::Thread>>,
+    /// [`RING_SERVER`] or [`RING_CLIENT`], as a byte: the future is kept
+    /// in the waiting thread's state, where every word counts.
+    side: u8,
+    timer_armed: bool,
 }
 
 impl Drop for DoorbellWait {
@@ -185,7 +189,7 @@ impl DoorbellWait {
         if count != self.seen {
             return Some(count);
         }
-        if self.side == RING_CLIENT && self.mailbox.server_gone.load(Ordering::SeqCst) {
+        if u64::from(self.side) == RING_CLIENT && self.mailbox.server_gone.load(Ordering::SeqCst) {
             return Some(Error::PeerGone.to_return());
         }
         if self.deadline_tsc != 0 && tsc::now() >= self.deadline_tsc {
@@ -198,6 +202,9 @@ impl DoorbellWait {
 impl Future for DoorbellWait {
     type Output = u64;
 
+    // Inlined into the parked future's poll (`SyscallFuture`) and into
+    // `wait_now_or_later`, its only callers: a call less per poll.
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<u64> {
         if let Some(value) = self.check() {
             return Poll::Ready(value);

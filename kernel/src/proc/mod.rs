@@ -767,7 +767,7 @@ impl Process {
         self.write_start_info(info_address, &info)?;
         let context = UserContext::new(self.program.entry, info_address - 16, info_address);
         let mut state = UserState::new(context);
-        state.owner = Some(self.clone());
+        state.set_owner(self.clone());
         state.fast_allowed = self.allowed.load(Ordering::Relaxed);
         state.fast_owner = self.id;
         let id = task::spawn_user_thread(&self.task, Cow::Owned(name), state, cpus).map_err(|error| match error {
@@ -890,7 +890,8 @@ impl Process {
     }
 
     /// Records where a trap leaves the process (lazy Akaros bookkeeping):
-    /// `from` is the state found when the trap came, `to` the one its
+    /// `from` is the state found (for a system call, once it is answered:
+    /// a kill meanwhile leaves a state no move goes on from), `to` the one its
     /// outcome means (RunningS, or Waiting or RunnableS for a system call
     /// that waits or yields). One move when the table has the edge, through
     /// RunningS when it has not (RunnableS to Waiting: the first system call
@@ -980,26 +981,30 @@ fn fault_kind(exception: Exception) -> FaultKind {
 /// The trap handler installed into the dispatcher.
 fn handle_trap(
     _thread: &task::Thread,
-    owner: Option<&task::user::Owner>,
+    owner: Option<&task::user::UserOwner>,
     context: &mut UserContext,
     trap: Trap,
 ) -> task::user::Outcome {
     use task::user::Outcome;
-    let Some(process) = owner.and_then(|owner| owner.downcast_ref::<Process>()) else { return Outcome::Exit };
-    let found = process.state();
+    let Some(process) = owner.and_then(task::user::UserOwner::downcast::<Process>) else { return Outcome::Exit };
     if trap != Trap::Syscall {
-        process.note_trap(found, ProcState::RunningS);
+        process.note_trap(process.state(), ProcState::RunningS);
     }
     match trap {
         Trap::Syscall => {
-            // One move for the whole call, once its outcome is known.
+            // One move for the whole call, once its outcome is known, from
+            // the state found then; none (nor a decoding of the state word)
+            // when the process is there already, as when it keeps calling
+            // and waiting.
             let outcome = syscall::dispatch(process, context);
             let to = match &outcome {
                 Outcome::Pending(_) | Outcome::PendingHandOff(..) => ProcState::Waiting,
                 Outcome::Yield => ProcState::RunnableS,
                 _ => ProcState::RunningS,
             };
-            process.note_trap(found, to);
+            if !process.state.is(to) {
+                process.note_trap(process.state(), to);
+            }
             outcome
         }
         Trap::Interrupt(_) => Outcome::Resume,

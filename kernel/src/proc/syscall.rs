@@ -6,7 +6,7 @@
 //! number the ABI does not know, a call outside the process's allowed set, a
 //! bad pointer, length, flag or handle each give an error code.
 
-use alloc::{boxed::Box, sync::Arc};
+use alloc::sync::Arc;
 use core::{
     future::Future,
     pin::Pin,
@@ -79,7 +79,7 @@ pub fn dispatch(process: &Process, context: &mut UserContext) -> Outcome {
         }
         Syscall::ProcessStart => result(child(process, arguments[0]).and_then(|child| child.start().map(|()| 0))),
         Syscall::ProcessWait => match child(process, arguments[0]) {
-            Ok(child) => Outcome::Pending(Box::pin(ProcessWait { child, registered: None })),
+            Ok(child) => Outcome::Pending(SyscallFuture::new(ProcessWait { child, registered: None })),
             Err(error) => result(Err(error)),
         },
         Syscall::ProcessKill => result(
@@ -128,7 +128,7 @@ fn ring_and_wait(process: &Process, handle: u64, as_server: bool, seen: u64) -> 
         Ok((wait.mailbox().ring_for_hand_off(ring)?, wait))
     });
     match prepared {
-        Ok((Some(target), wait)) => Outcome::PendingHandOff(Box::pin(wait), target),
+        Ok((Some(target), wait)) => Outcome::PendingHandOff(SyscallFuture::new(wait), target),
         Ok((None, wait)) => wait_now_or_later(wait),
         Err(error) => result(Err(error)),
     }
@@ -136,12 +136,11 @@ fn ring_and_wait(process: &Process, handle: u64, as_server: bool, seen: u64) -> 
 
 /// A wait whose condition may already hold: answered at once if so (no
 /// future is kept), else parked.
-fn wait_now_or_later(wait: super::mailbox::DoorbellWait) -> Outcome {
-    let mut wait = Box::pin(wait);
+fn wait_now_or_later(mut wait: super::mailbox::DoorbellWait) -> Outcome {
     let mut context = Context::from_waker(core::task::Waker::noop());
-    match wait.as_mut().poll(&mut context) {
+    match Pin::new(&mut wait).poll(&mut context) {
         Poll::Ready(value) => Outcome::Return(value),
-        Poll::Pending => Outcome::Pending(wait),
+        Poll::Pending => Outcome::Pending(SyscallFuture::new(wait)),
     }
 }
 
@@ -284,8 +283,7 @@ fn sleep_until(deadline_tsc: u64) -> Outcome {
     if tsc::now() >= deadline_tsc {
         return Outcome::Return(0);
     }
-    let future: SyscallFuture = Box::pin(Sleep { deadline_tsc, armed: false });
-    Outcome::Pending(future)
+    Outcome::Pending(SyscallFuture::new(Sleep { deadline_tsc, armed: false }))
 }
 
 /// Waiting for a child to end, as a system-call future.

@@ -15,9 +15,11 @@
 //! its process ends with a status saying so instead of the kernel
 //! panicking; this module is the mechanism around them.
 
-use alloc::{boxed::Box, sync::Arc};
+use alloc::sync::Arc;
 use core::{
+    any::{Any, TypeId},
     future::Future,
+    mem::MaybeUninit,
     pin::Pin,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
     task::{Context, Poll, Waker},
@@ -38,7 +40,79 @@ use crate::arch::{
 
 /// A system call that has to wait: polled on the dispatcher until ready;
 /// its output goes to the thread's `rax`.
-pub type SyscallFuture = Pin<Box<dyn Future<Output = u64> + Send>>;
+///
+/// Kept inline in the thread's state, not boxed: a wait takes no heap
+/// allocation and free. The future must be `Unpin` (it is moved after a
+/// first poll, from the handler's outcome into the thread) and fit
+/// [`SyscallFuture::WORDS`] words, which is checked at compile time; a
+/// larger one can be passed boxed (`Box::pin(future)` is itself a small
+/// `Unpin` future).
+pub struct SyscallFuture {
+    /// The future, of the type `poll` and `drop` were made for.
+    data: MaybeUninit<[u64; SyscallFuture::WORDS]>,
+    poll: unsafe fn(*mut u8, &mut Context<'_>) -> Poll<u64>,
+    drop: unsafe fn(*mut u8),
+}
+
+// SAFETY: `new` only accepts `Send` futures, and `data` holds nothing else.
+unsafe impl Send for SyscallFuture {}
+
+impl SyscallFuture {
+    /// Words of room for the future.
+    pub const WORDS: usize = 5;
+
+    /// Parks `future`.
+    pub fn new<F: Future<Output = u64> + Send + Unpin + 'static>(future: F) -> Self {
+        const {
+            assert!(
+                core::mem::size_of::<F>() <= core::mem::size_of::<[u64; Self::WORDS]>()
+                    && core::mem::align_of::<F>() <= core::mem::align_of::<u64>(),
+                "a system-call future too large to keep inline: box it"
+            )
+        };
+        let mut data = MaybeUninit::<[u64; Self::WORDS]>::uninit();
+        // SAFETY: `data` is large and aligned enough for an `F` (checked
+        // above) and unused; it owns the future from now on, and `drop`
+        // drops it exactly once.
+        unsafe { data.as_mut_ptr().cast::<F>().write(future) };
+        Self { data, poll: poll_as::<F>, drop: drop_as::<F> }
+    }
+
+    /// Polls the future.
+    pub fn poll(&mut self, context: &mut Context<'_>) -> Poll<u64> {
+        // SAFETY: `data` holds a live future of the type `poll` was made for
+        // (`new`), not yet dropped (only `Drop` does).
+        unsafe { (self.poll)(self.data.as_mut_ptr().cast(), context) }
+    }
+}
+
+impl Drop for SyscallFuture {
+    fn drop(&mut self) {
+        // SAFETY: as in `poll`; the future is not used again.
+        unsafe { (self.drop)(self.data.as_mut_ptr().cast()) }
+    }
+}
+
+/// [`SyscallFuture`]'s poll of an `F`.
+///
+/// # Safety
+///
+/// `data` points to a live `F`, not used elsewhere meanwhile.
+unsafe fn poll_as<F: Future<Output = u64> + Unpin>(data: *mut u8, context: &mut Context<'_>) -> Poll<u64> {
+    // SAFETY: the caller's promise; `F: Unpin`, so it may be pinned for the
+    // poll and moved afterwards.
+    Pin::new(unsafe { &mut *data.cast::<F>() }).poll(context)
+}
+
+/// [`SyscallFuture`]'s drop of an `F`.
+///
+/// # Safety
+///
+/// `data` points to a live `F`, never used again.
+unsafe fn drop_as<F>(data: *mut u8) {
+    // SAFETY: the caller's promise.
+    unsafe { data.cast::<F>().drop_in_place() }
+}
 
 /// What the process layer decides about a trap.
 pub enum Outcome {
@@ -60,13 +134,40 @@ pub enum Outcome {
     Exit,
 }
 
-/// The process layer's data of a user thread (see [`UserState::owner`]).
-pub type Owner = dyn core::any::Any + Send + Sync;
+/// The process layer's data of a user thread (see [`UserState::set_owner`]).
+pub type Owner = dyn Any + Send + Sync;
+
+/// A user thread's owner with its concrete type, noted once when it is set,
+/// so that a trap finds it as that type without a virtual call.
+pub struct UserOwner {
+    owner: Arc<Owner>,
+    type_id: TypeId,
+}
+
+impl UserOwner {
+    fn new(owner: Arc<Owner>) -> Self {
+        // The object's own type, not the `Arc`'s.
+        let type_id = (*owner).type_id();
+        Self { owner, type_id }
+    }
+
+    /// The owner, if it is a `T`.
+    #[inline]
+    pub fn downcast<T: Any>(&self) -> Option<&T> {
+        if self.type_id != TypeId::of::<T>() {
+            return None;
+        }
+        // SAFETY: `type_id` is the concrete type of `owner` (taken from it
+        // in `new`; neither changes afterwards), so `owner` points to a
+        // `T`: this is `downcast_ref` without asking the object again.
+        Some(unsafe { &*Arc::as_ptr(&self.owner).cast::<T>() })
+    }
+}
 
 /// Turns a trap of a user thread into an [`Outcome`], given the thread's
 /// owner (borrowed: no reference count is taken per trap). Runs on the
 /// dispatcher with interrupts on, preemption held off; must not block.
-pub type TrapHandler = fn(&Thread, Option<&Owner>, &mut UserContext, Trap) -> Outcome;
+pub type TrapHandler = fn(&Thread, Option<&UserOwner>, &mut UserContext, Trap) -> Outcome;
 
 /// Hears that a user thread cannot go on: it trapped, but there was no
 /// memory for the area its vector registers are saved in, so they would be
@@ -112,7 +213,7 @@ pub struct UserState {
     /// Wakes this thread (made once).
     waker: Waker,
     /// Opaque data of the process layer (the process, by reference count).
-    pub owner: Option<Arc<Owner>>,
+    owner: Option<UserOwner>,
     /// What the fast system-call path may answer for this thread (see
     /// `arch::user::set_fast_context`).
     pub fast_allowed: u64,
@@ -137,15 +238,19 @@ impl UserState {
         }
     }
 
+    /// Sets the process layer's data for the thread (before it is shared).
+    pub fn set_owner(&mut self, owner: Arc<Owner>) {
+        self.owner = Some(UserOwner::new(owner));
+    }
+
     pub(super) fn set_waker(&mut self, thread: ThreadId) {
         self.waker = super::futures::thread_waker(thread);
     }
 
     /// Bytes of kernel heap this state holds beyond the thread record.
     pub fn heap_bytes(&self) -> usize {
-        core::mem::size_of::<Self>()
-            + self.fpu.as_ref().map_or(0, FpuState::size)
-            + if self.pending.is_some() { 64 } else { 0 }
+        // What it waits in is kept inline.
+        core::mem::size_of::<Self>() + self.fpu.as_ref().map_or(0, FpuState::size)
     }
 
     /// True while it waits in a system call.
@@ -260,22 +365,23 @@ pub(super) fn run(thread: &Thread) {
             end_thread(thread, state);
             return;
         }
-        if let Some(mut future) = state.pending.take() {
+        // Polled where it is kept (it is not small enough to move for free).
+        if let Some(future) = state.pending.as_mut() {
             // Visible to wakers before the poll, so a wake-up during the poll
             // is not lost (see `thread`'s state machine).
             thread.descriptor.set_state(ThreadState::Blocking);
             core::sync::atomic::fence(Ordering::SeqCst);
             let mut context = Context::from_waker(&state.waker);
-            match future.as_mut().poll(&mut context) {
+            match future.poll(&mut context) {
                 Poll::Ready(value) => {
                     thread.descriptor.set_state(ThreadState::Running);
                     state.context.set_return(value);
                     if let Some(target) = hand_off.take() {
                         scheduler::wake(&target, WakeReason::Woken);
                     }
+                    state.pending = None;
                 }
                 Poll::Pending => {
-                    state.pending = Some(future);
                     // Its vector registers are dead at a system call.
                     state.fpu = None;
                     if let Some(target) = hand_off.take() {
@@ -329,7 +435,7 @@ pub(super) fn run(thread: &Thread) {
         let outcome = {
             // Handlers never switch: a preemption waits for the loop's top.
             let _critical = scheduler::PreemptGuard::new();
-            handler(thread, state.owner.as_deref(), &mut state.context, trap)
+            handler(thread, state.owner.as_ref(), &mut state.context, trap)
         };
         match outcome {
             Outcome::Resume => {}
@@ -402,7 +508,7 @@ fn end_thread(thread: &Thread, state: &mut UserState) {
 pub fn owner_of(thread: &Thread) -> Option<Arc<Owner>> {
     // SAFETY: `owner` is set before the thread is shared and never changed
     // until the thread is freed; cloning an `Arc` only reads it.
-    unsafe { (*thread.user.get()).as_ref().and_then(|state| state.owner.clone()) }
+    unsafe { (*thread.user.get()).as_ref().and_then(|state| state.owner.as_ref().map(|owner| owner.owner.clone())) }
 }
 
 /// True when `thread` is a user thread.

@@ -168,15 +168,22 @@ impl WaitQueue {
     }
 
     /// Takes `thread` off the queue (its wait ended some other way).
+    #[inline]
     pub fn remove(&self, thread: &Thread) {
         // The usual case of a wait that ended by a wake-up or a hand-off:
         // whoever took the thread off emptied the queue. The thread's own
         // registration (an earlier store of a count of at least one, by this
         // CPU or before the thread's death) is never read stale here, so a
-        // count of 0 means the thread is not queued.
-        if self.queued.load(Ordering::Acquire) == 0 {
-            return;
+        // count of 0 means the thread is not queued. Inlined, so that this
+        // look costs no call.
+        if self.queued.load(Ordering::Acquire) != 0 {
+            self.remove_queued(thread);
         }
+    }
+
+    /// [`remove`](Self::remove) when the queue holds anyone.
+    #[inline(never)]
+    fn remove_queued(&self, thread: &Thread) {
         let mut waiters = self.lock();
         let first = if waiters.first.as_ref().is_some_and(|first| core::ptr::eq(&**first, thread)) {
             waiters.first.take()
@@ -195,10 +202,12 @@ impl WaitQueue {
     /// Puts `thread` on the queue unless it is there already: for system-call
     /// futures, whose thread the dispatcher parks after a pending poll. The
     /// future must look at its condition again after registering.
+    #[inline(always)]
     pub fn register(&self, thread: Arc<Thread>) {
         let mut waiters = self.lock();
+        // The usual queue holds nobody else: no search of the rest.
         let present = waiters.first.as_ref().is_some_and(|first| Arc::ptr_eq(first, &thread))
-            || waiters.rest.iter().any(|waiter| Arc::ptr_eq(waiter, &thread));
+            || (!waiters.rest.is_empty() && waiters.rest.iter().any(|waiter| Arc::ptr_eq(waiter, &thread)));
         if !present {
             waiters.push_back(thread);
         }

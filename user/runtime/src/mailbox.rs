@@ -152,18 +152,15 @@ impl Client {
         };
         // Ring the server and wait for the client doorbell in one call,
         // then look; repeat while the reply is not there yet (another
-        // client's reply rang the doorbell).
-        let mut rung = false;
+        // client's reply rang the doorbell). No look before the call: a
+        // reply that came before it rang the client doorbell past `seen`,
+        // so the call returns at once and the look after it finds it.
+        self.seen = sys::mailbox_call(self.handle, self.seen)?;
         loop {
             if let Some(reply) = self.try_reply(ticket, response)? {
                 return Ok(reply);
             }
-            self.seen = if rung {
-                sys::mailbox_wait(self.handle, RING_CLIENT, self.seen, 0)?
-            } else {
-                rung = true;
-                sys::mailbox_call(self.handle, self.seen)?
-            };
+            self.seen = sys::mailbox_wait(self.handle, RING_CLIENT, self.seen, 0)?;
         }
     }
 }
