@@ -349,12 +349,24 @@ pub(super) fn allocation_slack() -> usize {
 
 /// Waits for the reaper and empties the stack cache.
 fn settle() {
+    // The reaper's queue empty, and no thread dead but not yet freed: a
+    // dead thread's stack and record go right after the switch away from
+    // it, which on a loaded host its CPU may make a while after its joiner
+    // went on (a stack freed then, after a measurement, would count as
+    // frames that appeared).
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-    while task::reaper::backlog() != 0 && crate::arch::tsc::now() < deadline {
+    while (task::reaper::backlog() != 0 || dead_threads() != 0) && crate::arch::tsc::now() < deadline {
         task::sleep_for_nanos(200_000);
     }
     task::sleep_for_nanos(1_000_000);
     stacks::trim_cache();
+}
+
+/// Threads that died and wait for the switch that frees them.
+fn dead_threads() -> usize {
+    let mut dead = 0;
+    task::thread::for_each(|thread| dead += usize::from(thread.state() == task::ThreadState::Dead));
+    dead
 }
 
 fn create_kill_cycles(count: usize) -> Result<(), alloc::string::String> {
