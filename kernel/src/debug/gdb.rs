@@ -561,8 +561,9 @@ fn read_memory(root: u64, start: u64, data: &mut [u8]) -> usize {
         }
         let source = paging::phys_to_virt(physical) as *const u8;
         for (offset, byte) in data[done..done + length].iter_mut().enumerate() {
-            // SAFETY: RAM below the physical end, mapped by the kernel's
-            // physical window; a byte-wise volatile copy of memory another
+            // SAFETY: below the end of RAM (a hole under it, on a machine
+            // with memory above 4 GiB, is not told apart), mapped by the
+            // kernel's physical window; a byte-wise volatile copy of memory another
             // CPU may own is a racy but harmless look.
             *byte = unsafe { core::ptr::read_volatile(source.add(offset)) };
         }
