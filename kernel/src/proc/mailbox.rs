@@ -124,15 +124,16 @@ impl MailboxObject {
 
     /// Rings `side`'s doorbell like [`ring`](Self::ring), except that a
     /// sole waiter is taken off the doorbell and returned instead of woken,
-    /// for the caller to hand its CPU to (it must run or wake it).
-    pub fn ring_for_hand_off(&self, side: u64) -> Result<Option<Arc<task::Thread>>, Error> {
+    /// for the caller to hand its CPU to (it must run or wake it), with the
+    /// count this ring made: that waiter's wait ends with it.
+    pub fn ring_for_hand_off(&self, side: u64) -> Result<(Option<Arc<task::Thread>>, u64), Error> {
         let doorbell = self.doorbell(side)?;
-        doorbell.count.fetch_add(1, Ordering::SeqCst);
+        let count = doorbell.count.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(thread) = doorbell.waiters.take_sole() {
-            return Ok(Some(thread));
+            return Ok((Some(thread), count));
         }
         doorbell.waiters.wake_all();
-        Ok(None)
+        Ok((None, count))
     }
 
     /// Marks the server gone and wakes every client.

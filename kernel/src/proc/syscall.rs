@@ -125,10 +125,27 @@ fn ring_and_wait(process: &Process, handle: u64, as_server: bool, seen: u64) -> 
         // Made before ringing, so that nothing can fail after the other
         // side was taken off its doorbell.
         let wait = mailbox.wait(own, seen, 0)?;
-        Ok((wait.mailbox().ring_for_hand_off(ring)?, wait))
+        let (target, count) = wait.mailbox().ring_for_hand_off(ring)?;
+        Ok((target.map(|target| (target, count)), wait))
     });
     match prepared {
-        Ok((Some(target), wait)) => Outcome::PendingHandOff(SyscallFuture::new(wait), target),
+        Ok((Some((target, count)), mut wait)) => {
+            // The first poll here, where the future's type is known, rather
+            // than through the parked future's indirection: the dispatcher
+            // then blocks the thread and hands over without polling again.
+            task::user::begin_wait();
+            let mut context = Context::from_waker(core::task::Waker::noop());
+            match Pin::new(&mut wait).poll(&mut context) {
+                // The target waited for the doorbell just rung: its wait
+                // ends with the count that ring made.
+                Poll::Pending => Outcome::PendingHandOff(SyscallFuture::new(wait), target, count),
+                Poll::Ready(value) => {
+                    task::user::end_wait();
+                    task::scheduler::wake(&target, task::WakeReason::Woken);
+                    Outcome::Return(value)
+                }
+            }
+        }
         Ok((None, wait)) => wait_now_or_later(wait),
         Err(error) => result(Err(error)),
     }

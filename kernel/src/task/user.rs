@@ -28,7 +28,7 @@ use core::{
 use super::{
     TaskId,
     scheduler::{self, HandOff, Switch},
-    thread::{Thread, ThreadId, ThreadKind, ThreadState, WakeReason},
+    thread::{Thread, ThreadId, ThreadKind, ThreadState},
 };
 use crate::arch::{
     cpu::MAX_CPUS,
@@ -123,11 +123,16 @@ pub enum Outcome {
     Return(u64),
     /// The system call waits: poll this future.
     Pending(SyscallFuture),
-    /// The system call waits (poll this future), and it took this thread
-    /// off a wait queue instead of waking it: if the future is pending, the
-    /// CPU goes straight to that thread (see
-    /// [`scheduler::block_and_switch_to`]); otherwise it is woken.
-    PendingHandOff(SyscallFuture, Arc<Thread>),
+    /// The system call waits in this future, which the handler has already
+    /// polled once between [`begin_wait`] and `Pending` (so the thread is
+    /// `Blocking` and registered where its waker looks), and it took this
+    /// thread off a wait queue instead of waking it: the CPU goes straight
+    /// to that thread (see [`scheduler::block_and_switch_to`]). Should the
+    /// first poll be ready instead, the handler calls [`end_wait`], wakes
+    /// the thread itself and returns the value.
+    /// The third field is what the target's own wait returns: the thread
+    /// that hands the CPU over is the one that ended that wait.
+    PendingHandOff(SyscallFuture, Arc<Thread>, u64),
     /// Give the CPU to another thread, then resume.
     Yield,
     /// The thread (and, by the handler's decision, its process) is finished.
@@ -203,6 +208,10 @@ pub struct UserState {
     pub context: UserContext,
     /// The system call it waits in.
     pending: Option<SyscallFuture>,
+    /// The result of that system call, when the thread was handed the CPU
+    /// by the thread that ended its wait (see [`Outcome::PendingHandOff`]):
+    /// it returns this instead of polling.
+    handed: Option<u64>,
     /// Its vector registers, when they are live (it was interrupted rather
     /// than calling the kernel). Dropped when it waits in a system call,
     /// where the ABI makes them dead.
@@ -227,6 +236,7 @@ impl UserState {
         Self {
             context,
             pending: None,
+            handed: None,
             fpu: None,
             mxcsr: 0x1f80,
             fcw: 0x37f,
@@ -353,20 +363,18 @@ pub(super) fn run(thread: &Thread) {
     // and a thread runs on one CPU at a time.
     let state = unsafe { (*thread.user.get()).as_mut() }.expect("a user thread has user state");
     let handler = handlers().trap;
-    // A thread the last system call took off a wait queue for a hand-off;
-    // whatever happens, it is either run or woken.
-    let mut hand_off: Option<Arc<Thread>> = None;
     loop {
         interrupts::enable();
         if thread.must_stop() {
-            if let Some(target) = hand_off.take() {
-                scheduler::wake(&target, WakeReason::Woken);
-            }
             end_thread(thread, state);
             return;
         }
         // Polled where it is kept (it is not small enough to move for free).
-        if let Some(future) = state.pending.as_mut() {
+        if let Some(value) = state.handed.take() {
+            // Handed the CPU by the thread that ended the wait: done.
+            state.context.set_return(value);
+            state.pending = None;
+        } else if let Some(future) = state.pending.as_mut() {
             // Visible to wakers before the poll, so a wake-up during the poll
             // is not lost (see `thread`'s state machine).
             thread.descriptor.set_state(ThreadState::Blocking);
@@ -376,21 +384,11 @@ pub(super) fn run(thread: &Thread) {
                 Poll::Ready(value) => {
                     thread.descriptor.set_state(ThreadState::Running);
                     state.context.set_return(value);
-                    if let Some(target) = hand_off.take() {
-                        scheduler::wake(&target, WakeReason::Woken);
-                    }
                     state.pending = None;
                 }
                 Poll::Pending => {
                     // Its vector registers are dead at a system call.
                     state.fpu = None;
-                    if let Some(target) = hand_off.take() {
-                        match scheduler::block_and_switch_to(&target) {
-                            HandOff::Switched => return,
-                            HandOff::CarryOn => continue,
-                            HandOff::Block => {}
-                        }
-                    }
                     scheduler::schedule(Switch::Block);
                     return;
                 }
@@ -441,9 +439,29 @@ pub(super) fn run(thread: &Thread) {
             Outcome::Resume => {}
             Outcome::Return(value) => state.context.set_return(value),
             Outcome::Pending(future) => state.pending = Some(future),
-            Outcome::PendingHandOff(future, target) => {
+            Outcome::PendingHandOff(future, target, value) => {
+                // Polled once already, pending: the thread blocks at once,
+                // handing the CPU over (the IPC fast path: no second poll).
                 state.pending = Some(future);
-                hand_off = Some(target);
+                state.fpu = None;
+                match scheduler::block_and_switch_to(&target) {
+                    HandOff::Switched => {
+                        // SAFETY: the target is this CPU's current thread
+                        // now, so only this dispatcher touches its user
+                        // state; it is `Running` and waited in a system
+                        // call (it was on the wait queue it was taken from).
+                        if let Some(target_state) = unsafe { (*target.user.get()).as_mut() } {
+                            target_state.handed = Some(value);
+                        }
+                        return;
+                    }
+                    // Woken meanwhile: the loop's poll finds it ready.
+                    HandOff::CarryOn => {}
+                    HandOff::Block => {
+                        scheduler::schedule(Switch::Block);
+                        return;
+                    }
+                }
             }
             Outcome::Yield => {
                 state.context.set_return(0);
@@ -456,6 +474,20 @@ pub(super) fn run(thread: &Thread) {
             }
         }
     }
+}
+
+/// Marks the current user thread as about to wait, for a handler that
+/// polls the future of a [`Outcome::PendingHandOff`] itself: a wake-up from
+/// here on cancels the wait instead of being lost (see `thread`'s state
+/// machine), as when the dispatcher polls.
+pub fn begin_wait() {
+    scheduler::current().descriptor.set_state(ThreadState::Blocking);
+    core::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// Ends a wait begun with [`begin_wait`] whose first poll was ready.
+pub fn end_wait() {
+    scheduler::current().descriptor.set_state(ThreadState::Running);
 }
 
 /// Saves the vector registers of `thread`, just interrupted in user mode,
