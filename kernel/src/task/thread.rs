@@ -40,7 +40,7 @@ use alloc::{borrow::Cow, boxed::Box, sync::Arc};
 use core::{
     cell::UnsafeCell,
     fmt,
-    sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
 
 use orrery_sched::Entity;
@@ -412,6 +412,7 @@ pub(super) fn create(spec: ThreadSpec) -> Result<Arc<Thread>, ThreadError> {
         Affine::Exclusive => AFFINE_EXCLUSIVE,
         Affine::With(partner) => partner.0,
     };
+    RECORDS.fetch_add(1, Ordering::Relaxed);
     let thread = Arc::new(Thread {
         descriptor: Descriptor {
             id,
@@ -524,4 +525,22 @@ pub fn for_each(mut f: impl FnMut(&Thread)) {
 pub fn count() -> usize {
     let free = TABLE.free.lock();
     free.next_unused as usize - free.free.len()
+}
+
+/// Thread records in existence: those in the table, and those removed from
+/// it that someone still holds a reference to (a waker that took the thread
+/// off a wait queue, a future being dropped), each of which keeps its task
+/// and so its address space until it lets go.
+static RECORDS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        RECORDS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Thread records in existence (see [`RECORDS`]): more than [`count`]
+/// while a removed thread's last reference is still held somewhere.
+pub fn records() -> usize {
+    RECORDS.load(Ordering::Relaxed)
 }

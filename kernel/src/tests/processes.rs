@@ -354,12 +354,23 @@ fn settle() {
     // it, which on a loaded host its CPU may make a while after its joiner
     // went on (a stack freed then, after a measurement, would count as
     // frames that appeared).
+    // And no thread record outliving its place in the table: whoever holds
+    // the last reference to one (a waker on another CPU) also holds its
+    // task, and with it the task's page-table root, which would be freed
+    // after the measurement.
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-    while (task::reaper::backlog() != 0 || dead_threads() != 0) && crate::arch::tsc::now() < deadline {
+    while (task::reaper::backlog() != 0 || dead_threads() != 0 || stray_thread_records())
+        && crate::arch::tsc::now() < deadline
+    {
         task::sleep_for_nanos(200_000);
     }
     task::sleep_for_nanos(1_000_000);
     stacks::trim_cache();
+}
+
+/// True while a thread removed from the table is still held somewhere.
+fn stray_thread_records() -> bool {
+    task::thread::records() > task::thread::count()
 }
 
 /// Threads that died and wait for the switch that frees them.
@@ -442,14 +453,11 @@ impl Footprint {
         // The heap may have grown (its per-CPU caches fill on more CPUs than
         // a warm-up used); its frames are capacity, not a leak, and a leaked
         // object shows as a live allocation.
-        // Fewer free frames is a leak. More is something from before the
-        // measurement let go late (a task's last reference, its page-table
-        // root, dropped by another CPU after the settle): the measured work
-        // cannot free a frame it did not take without the allocator's
-        // double-free panic.
+        // Fewer free frames is a leak; more is something from before the
+        // measurement that the settle did not wait for.
         check!(
-            after.free_frames + after.grown_since(self) >= self.free_frames,
-            "frames leaked over {what}: {} free, {} before (heap and kernel tables grew {})",
+            after.frames_back_to(self),
+            "free frames changed over {what}: {} free, {} before (heap and kernel tables grew {})",
             after.free_frames,
             self.free_frames,
             after.grown_since(self)
