@@ -7,7 +7,10 @@
 //! switch to a space that still owns its slot at the same generation loads
 //! CR3 with the "no flush" bit; a new space, or one that unmapped something
 //! since, gets its slot flushed as it is loaded. PCID 0 is the kernel's own
-//! space. Without PCID every switch is a plain CR3 write.
+//! space. Without PCID every switch is a plain CR3 write. Those decisions
+//! are `orrery-asid`'s, whose property tests check them against a model of
+//! the TLB (this machine's emulator has no PCID to try them on); this module
+//! keeps the per-CPU state and writes CR3.
 
 use core::{
     arch::asm,
@@ -15,22 +18,14 @@ use core::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use orrery_asid::AsidCache;
+
 use super::cpu::{MAX_CPUS, cpu_index, features};
 
-/// Slots (PCIDs 1..=SLOTS) per CPU.
-const SLOTS: usize = 12;
-/// CR3 bit 63: keep this PCID's cached translations.
-const NO_FLUSH: u64 = 1 << 63;
-
-#[derive(Clone, Copy)]
-struct Slot {
-    space: u64,
-    generation: u64,
-}
-
+/// One CPU's PCID slots (the decisions, host-tested in `orrery-asid`) and
+/// the root it has loaded.
 struct CpuSlots {
-    slots: [Slot; SLOTS],
-    next_victim: usize,
+    cache: AsidCache,
     current_root: u64,
 }
 
@@ -38,13 +33,8 @@ struct PerCpu(UnsafeCell<CpuSlots>);
 // SAFETY: each CPU touches only its own entry, with interrupts off.
 unsafe impl Sync for PerCpu {}
 
-static SLOTS_OF: [PerCpu; MAX_CPUS] = [const {
-    PerCpu(UnsafeCell::new(CpuSlots {
-        slots: [Slot { space: u64::MAX, generation: 0 }; SLOTS],
-        next_victim: 0,
-        current_root: 0,
-    }))
-}; MAX_CPUS];
+static SLOTS_OF: [PerCpu; MAX_CPUS] =
+    [const { PerCpu(UnsafeCell::new(CpuSlots { cache: AsidCache::new(), current_root: 0 })) }; MAX_CPUS];
 
 /// The page-table root each CPU has loaded, for shoot-downs (see
 /// [`cpus_running`]): written by the CPU itself on every CR3 change.
@@ -102,22 +92,9 @@ pub unsafe fn switch_to_masked(root: u64, space: u64, generation: Option<&Atomic
             return true;
         }
         let generation = generation.map_or(0, |generation| generation.load(Ordering::SeqCst));
-        let value = if space == 0 {
-            // The kernel space: PCID 0, which never needs a flush because
-            // kernel mappings are global or never removed without a
-            // shoot-down.
-            root | NO_FLUSH
-        } else if let Some(index) = cpu.slots.iter().position(|slot| slot.space == space) {
-            let slot = &mut cpu.slots[index];
-            let keep = if slot.generation == generation { NO_FLUSH } else { 0 };
-            slot.generation = generation;
-            root | (index as u64 + 1) | keep
-        } else {
-            let index = cpu.next_victim;
-            cpu.next_victim = (index + 1) % SLOTS;
-            cpu.slots[index] = Slot { space, generation };
-            root | (index as u64 + 1)
-        };
+        // The kernel's space (0) is PCID 0, never flushed: kernel mappings
+        // are global or never removed without a shoot-down.
+        let value = cpu.cache.load(root, space, generation);
         // SAFETY: forwarded to the caller.
         unsafe { write_cr3(value) };
         true
