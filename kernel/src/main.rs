@@ -109,9 +109,16 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
     let image_end = layout.data.1 - paging::KERNEL_OFFSET;
     let memory = mm::frames::init(boot_info.regions().copied(), image_start, image_end);
     // SAFETY: CPU 0, once, with the frame allocator ready and nothing else running.
-    if let Err(error) = unsafe { paging::init_kernel_space(memory.physical_end, &stacks::static_guard_pages()) } {
-        panic!("cannot build the kernel address space: {error:?}");
+    match unsafe { paging::init_kernel_space(memory.physical_end, &stacks::static_guard_pages()) } {
+        Ok(()) => {}
+        Err(paging::MapError::OutOfFrames) => {
+            stop_for_memory(MIN_FREE_FRAMES, format_args!("the kernel's page tables"))
+        }
+        Err(error) => panic!("cannot build the kernel address space: {error:?}"),
     }
+    // Before anything takes from the heap, whose first growth needs 64
+    // frames in a row.
+    require_frames(MIN_FREE_FRAMES, format_args!("the kernel"));
     arch::pcid::note_current(paging::kernel_root());
     traps::set_guard_page_check(stacks::is_guard_page);
     log::info!(
@@ -149,21 +156,9 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
         log::warn!("no CPU list from ACPI ({error:?}); running on the bootstrap CPU only");
     }
     smp::register_cpus(&listed, boot_apic_id);
-    // Too little memory is the machine's configuration, not a kernel
-    // fault: say so and stop, rather than fail an allocation further on.
-    let needed = MIN_FREE_FRAMES + FRAMES_PER_OTHER_CPU * (smp::cpu_count() as u64 - 1);
-    if mm::frames::free_count() < needed {
-        log::error!(
-            "not enough memory: {} frames ({} KiB) free, {} CPUs need at least {} ({} KiB) to start; give the \
-             machine more memory",
-            mm::frames::free_count(),
-            mm::frames::free_count() * 4,
-            smp::cpu_count(),
-            needed,
-            needed * 4
-        );
-        qemu::exit(qemu::ExitCode::Failure);
-    }
+    // The CPUs' stacks, and what processes may not take from the kernel.
+    let needed = MIN_FREE_FRAMES + mm::frames::reserve() + FRAMES_PER_OTHER_CPU * (smp::cpu_count() as u64 - 1);
+    require_frames(needed, format_args!("{} CPUs", smp::cpu_count()));
     start_other_cpus();
     let boot_ticks = smp::all_online_tsc().saturating_sub(tsc::boot_tsc());
     log::info!(
@@ -270,6 +265,27 @@ const MIN_FREE_FRAMES: u64 = 96;
 /// stacks of 8 frames (trap, double fault, NMI, machine check, start-up),
 /// and a share of their page tables.
 const FRAMES_PER_OTHER_CPU: u64 = 44;
+
+/// Stops with a clear error unless `needed` frames are free for `what`: too
+/// little memory is the machine's configuration, not a kernel fault, and is
+/// said so rather than failing an allocation further on.
+fn require_frames(needed: u64, what: core::fmt::Arguments<'_>) {
+    if mm::frames::free_count() < needed {
+        stop_for_memory(needed, what);
+    }
+}
+
+/// Reports that `what` needs `needed` frames, more than are free, and stops.
+fn stop_for_memory(needed: u64, what: core::fmt::Arguments<'_>) -> ! {
+    let free = mm::frames::free_count();
+    log::error!(
+        "not enough memory: {free} frames ({} KiB) free, {what} need at least {needed} ({} KiB) to start; give \
+         the machine more memory",
+        free * 4,
+        needed * 4
+    );
+    qemu::exit(qemu::ExitCode::Failure)
+}
 
 /// Records CPU 0 as online, prepares the other CPUs' stacks and starts them.
 fn start_other_cpus() {

@@ -12,7 +12,8 @@ Boots the Orrery kernel in QEMU with its serial console on this terminal.
 
 options:
   --smp SPEC        CPUs, in QEMU -smp syntax: 4, or 8,sockets=1,cores=4,threads=2 [4]
-  --memory SIZE     guest memory in QEMU -m syntax, at least 16M [512M]
+  --memory SIZE     guest memory in QEMU -m syntax, at least where the kernel image
+                    ends plus 1M (about 4M) [512M]
   --accel tcg|kvm   CPU emulation; kvm needs hardware virtualisation [tcg]
   --machine q35|microvm
                     machine type [q35]
@@ -30,10 +31,40 @@ options:
   -h, --help        show this text
 ";
 
-/// Least guest memory the runner boots with: below it the kernel image
-/// (about 15 MiB with the user programs it carries) does not fit. Between
-/// this and what the kernel needs to run, the kernel says so itself.
-const MIN_MEMORY_MIB: f64 = 16.0;
+/// Least guest memory the runner boots with, in whole MiB: one more than
+/// where the kernel image, loaded at its physical addresses, ends (below
+/// that it does not fit, or leaves no room for the frame allocator's
+/// bitmap). Between this and what the kernel needs to run, the kernel says
+/// so itself.
+fn min_memory_mib() -> Result<f64, String> {
+    let image = std::fs::read(orrery_runner::KERNEL_IMAGE)
+        .map_err(|error| format!("reading the kernel image {}: {error}", orrery_runner::KERNEL_IMAGE))?;
+    let end = load_end(&image).ok_or_else(|| format!("{}: not an ELF64 image", orrery_runner::KERNEL_IMAGE))?;
+    Ok((end.div_ceil(1 << 20) + 1) as f64)
+}
+
+/// The highest physical address an ELF64 image's loadable segments cover.
+fn load_end(image: &[u8]) -> Option<u64> {
+    let bytes = |at: usize, count: usize| image.get(at..at + count);
+    let u16_at = |at| bytes(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at| bytes(at, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let u64_at = |at| bytes(at, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    if bytes(0, 5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let header_offset = usize::try_from(u64_at(0x20)?).ok()?;
+    let entry_size = usize::from(u16_at(0x36)?);
+    let count = usize::from(u16_at(0x38)?);
+    let mut end = 0u64;
+    for index in 0..count {
+        let header = header_offset.checked_add(index.checked_mul(entry_size)?)?;
+        const PT_LOAD: u32 = 1;
+        if u32_at(header)? == PT_LOAD {
+            end = end.max(u64_at(header + 0x18)?.checked_add(u64_at(header + 0x28)?)?);
+        }
+    }
+    Some(end)
+}
 
 /// A size in QEMU's `-m` syntax (a number of MiB, or with a K, M, G or T
 /// suffix), in MiB; `None` for anything else.
@@ -95,10 +126,12 @@ fn parse(arguments: impl Iterator<Item = String>) -> Result<Options, String> {
             "--memory" => {
                 let size = value(&mut arguments, "--memory")?;
                 let mib = memory_mib(&size).ok_or(format!("--memory {size}: expected a size such as 512M or 2G"))?;
-                if mib < MIN_MEMORY_MIB {
+                let least = min_memory_mib()?;
+                if mib < least {
                     return Err(format!(
-                        "--memory {size}: at least {MIN_MEMORY_MIB}M (the kernel image, with the user programs it \
-                         carries, is loaded below that)"
+                        "--memory {size}: at least {least}M (the kernel image, with the user programs it carries, is \
+                         loaded below {}M)",
+                        least - 1.0
                     ));
                 }
                 config.memory = size;
@@ -244,8 +277,12 @@ mod tests {
     #[test]
     fn too_little_or_malformed_memory_is_refused_with_a_reason() {
         assert_eq!(parsed(&["--memory", "1G"]).map(|options| options.config.memory), Ok("1G".into()));
-        let error = parsed(&["--memory", "8M"]).err().expect("8M refused");
-        assert!(error.contains("at least 16M"), "{error}");
+        let least = min_memory_mib().expect("the kernel image was built");
+        assert!((3.0..=16.0).contains(&least), "{least}");
+        let error = parsed(&["--memory", "2M"]).err().expect("2M refused");
+        assert!(error.contains(&format!("at least {least}M")), "{error}");
+        assert!(parsed(&["--memory", &format!("{least}M")]).is_ok());
+        assert_eq!(load_end(b"not an image"), None);
         let error = parsed(&["--memory", "lots"]).err().expect("lots refused");
         assert!(error.contains("expected a size"), "{error}");
     }

@@ -161,10 +161,12 @@ pub enum MapError {
     BadAddress(u64),
 }
 
-/// Allocates and zeroes a frame for a page table.
-fn new_table() -> Result<u64, MapError> {
-    let frame = frames::allocate_zeroed().ok_or(MapError::OutOfFrames)?;
-    Ok(frame.address())
+/// Allocates and zeroes a frame for a page table: of a task's or
+/// process's own space (`lower`, taken like process memory, outside the
+/// kernel's reserve), or of the kernel half.
+fn new_table(lower: bool) -> Result<u64, MapError> {
+    let frame = if lower { frames::allocate_zeroed_for_process() } else { frames::allocate_zeroed() };
+    Ok(frame.ok_or(MapError::OutOfFrames)?.address())
 }
 
 /// The PML4 of the kernel's own address space, which every other space
@@ -221,7 +223,7 @@ unsafe fn walk_recording(
             if !create {
                 return Ok(None);
             }
-            let new = new_table()?;
+            let new = new_table(address < LOWER_HALF_END)?;
             created(new, level - 1);
             // Intermediate entries are permissive; the leaf decides.
             let mut bits = flags::PRESENT | flags::WRITABLE;
@@ -360,7 +362,7 @@ pub struct AddressSpace {
 impl AddressSpace {
     /// A new space with an empty lower half.
     pub fn new() -> Result<Self, MapError> {
-        let root = new_table()?;
+        let root = new_table(true)?;
         let kernel = kernel_root();
         // SAFETY: both tables are live page-table frames; only the kernel
         // half is copied, and those entries never change after boot.
@@ -659,13 +661,13 @@ pub unsafe fn init_kernel_space(physical_end: u64, guard_pages: &[u64]) -> Resul
     let features = *crate::arch::cpu::features();
     let global = if features.global_pages { flags::GLOBAL } else { 0 };
     let no_execute = if features.nx { flags::NO_EXECUTE } else { 0 };
-    let root = new_table()?;
+    let root = new_table(false)?;
     // SAFETY: `root` is a fresh zeroed table.
     let pml4 = unsafe { &mut *table_at(root) };
     // Every kernel-half slot gets its PDPT now, so later kernel mappings never
     // change a PML4 and copies made by `AddressSpace::new` stay valid.
     for slot in pml4[256..].iter_mut() {
-        *slot = new_table()? | flags::PRESENT | flags::WRITABLE;
+        *slot = new_table(false)? | flags::PRESENT | flags::WRITABLE;
     }
     // Physical window: at least 4 GiB (the APIC and firmware live there).
     let window_end = physical_end.max(4 << 30).next_multiple_of(1 << 30).min(PHYSMAP_LIMIT);
@@ -676,7 +678,7 @@ pub unsafe fn init_kernel_space(physical_end: u64, guard_pages: &[u64]) -> Resul
         // SAFETY: the PDPT was just allocated above.
         let pdpt_entry = unsafe { &mut (*table_at(pdpt))[index(virtual_address, 3)] };
         if *pdpt_entry & flags::PRESENT == 0 {
-            *pdpt_entry = new_table()? | flags::PRESENT | flags::WRITABLE;
+            *pdpt_entry = new_table(false)? | flags::PRESENT | flags::WRITABLE;
         }
         let pd = *pdpt_entry & flags::ADDRESS_MASK;
         // The local APIC, I/O APIC and HPET sit in 0xfec00000..0x100000000.

@@ -5,6 +5,13 @@
 //! in runs (heap growth, the AP trampoline). The free count is readable at
 //! any time, so tests can prove that a workload gives back every frame it
 //! took.
+//!
+//! Memory that processes can make the kernel take for them — their pages,
+//! their page tables, their mailboxes' pages — comes through the
+//! `*_for_process` functions, which refuse once taking more would leave
+//! fewer free frames than the kernel's reserve ([`reserve`]). A process that
+//! asks for all memory therefore gets `OutOfMemory`, and the kernel keeps
+//! what its own heap, stacks and clean-up need.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +29,21 @@ static FRAMES: SpinLock<Option<FrameBitmap<&'static mut [u64]>>> = SpinLock::new
 /// Copy of the free count, readable without the lock.
 static FREE: AtomicU64 = AtomicU64::new(0);
 static TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Free frames that process memory may not take (see the module doc).
+static RESERVE: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's reserve, in frames, for `usable` frames of memory: a 32nd,
+/// at least one growth of the heap (64 frames) and at most 32 MiB.
+const fn reserve_for(usable: u64) -> u64 {
+    let share = usable / 32;
+    if share < 64 {
+        64
+    } else if share > 8192 {
+        8192
+    } else {
+        share
+    }
+}
 
 /// Memory below this is never handed out: real-mode structures, the AP
 /// start-up page, and firmware areas.
@@ -77,6 +99,7 @@ pub fn init(regions: impl Iterator<Item = Region> + Clone, image_start: u64, ima
     let free = bitmap.free_count();
     FREE.store(free, Ordering::Relaxed);
     TOTAL.store(free, Ordering::Relaxed);
+    RESERVE.store(reserve_for(free), Ordering::Relaxed);
     *FRAMES.lock() = Some(bitmap);
     PHYSICAL_END.store(physical_end, Ordering::Relaxed);
     MemorySummary { physical_end, usable_frames: free, bitmap_frames }
@@ -84,27 +107,73 @@ pub fn init(regions: impl Iterator<Item = Region> + Clone, image_start: u64, ima
 
 /// Takes one frame, or `None` when memory is exhausted.
 pub fn allocate() -> Option<Frame> {
-    let mut guard = FRAMES.lock();
-    let frame = guard.as_mut()?.allocate()?;
-    FREE.fetch_sub(1, Ordering::Relaxed);
-    Some(frame)
+    take(1, None)
 }
 
 /// Takes one frame and fills it with zeros.
 pub fn allocate_zeroed() -> Option<Frame> {
-    let frame = allocate()?;
-    // SAFETY: the frame was just allocated, so nothing else refers to it,
-    // and the physical window maps it.
-    unsafe { core::ptr::write_bytes(phys_to_virt(frame.address()) as *mut u8, 0, Frame::SIZE as usize) };
-    Some(frame)
+    allocate().map(zeroed)
 }
 
 /// Takes `count` physically contiguous frames aligned to `align` frames.
 pub fn allocate_contiguous(count: u64, align: u64) -> Option<Frame> {
+    take(count, Some(align))
+}
+
+/// Free frames that process memory may not take: what the kernel keeps for
+/// its heap, stacks and clean-up when processes ask for everything.
+pub fn reserve() -> u64 {
+    RESERVE.load(Ordering::Relaxed)
+}
+
+/// [`allocate`] for process memory: `None` also when the frame would come
+/// out of the kernel's [`reserve`].
+pub fn allocate_for_process() -> Option<Frame> {
+    take_for_process(1, None)
+}
+
+/// [`allocate_zeroed`] for process memory (see [`allocate_for_process`]).
+pub fn allocate_zeroed_for_process() -> Option<Frame> {
+    allocate_for_process().map(zeroed)
+}
+
+/// [`allocate_contiguous`] for process memory (see [`allocate_for_process`]).
+pub fn allocate_contiguous_for_process(count: u64, align: u64) -> Option<Frame> {
+    take_for_process(count, Some(align))
+}
+
+/// [`take`] while the reserve stays intact (checked under the lock, where
+/// the free count is exact).
+fn take_for_process(count: u64, align: Option<u64>) -> Option<Frame> {
     let mut guard = FRAMES.lock();
-    let frame = guard.as_mut()?.allocate_contiguous(count, align)?;
+    if FREE.load(Ordering::Relaxed) < RESERVE.load(Ordering::Relaxed).saturating_add(count) {
+        return None;
+    }
+    take_locked(guard.as_mut()?, count, align)
+}
+
+/// Takes `count` frames: one, or a run aligned to `align` frames.
+#[inline(always)]
+fn take(count: u64, align: Option<u64>) -> Option<Frame> {
+    take_locked(FRAMES.lock().as_mut()?, count, align)
+}
+
+#[inline(always)]
+fn take_locked(bitmap: &mut FrameBitmap<&'static mut [u64]>, count: u64, align: Option<u64>) -> Option<Frame> {
+    let frame = match align {
+        None => bitmap.allocate()?,
+        Some(align) => bitmap.allocate_contiguous(count, align)?,
+    };
     FREE.fetch_sub(count, Ordering::Relaxed);
     Some(frame)
+}
+
+/// Fills a frame just taken with zeros.
+fn zeroed(frame: Frame) -> Frame {
+    // SAFETY: the frame was just allocated, so nothing else refers to it,
+    // and the physical window maps it.
+    unsafe { core::ptr::write_bytes(phys_to_virt(frame.address()) as *mut u8, 0, Frame::SIZE as usize) };
+    frame
 }
 
 /// Gives a frame back. A double free or a frame the allocator never managed

@@ -55,7 +55,7 @@ impl MailboxObject {
         let pages = bytes.div_ceil(4096);
         // Contiguous, so the kernel can lay the header and slots out through
         // the physical window in one piece.
-        let first = frames::allocate_contiguous(pages, 1).ok_or(Error::OutOfMemory)?;
+        let first = frames::allocate_contiguous_for_process(pages, 1).ok_or(Error::OutOfMemory)?;
         let owned: Vec<Frame> = (0..pages).map(|page| Frame(first.0 + page)).collect();
         let base = frames::frame_pointer(first);
         // SAFETY: the frames were just allocated and are mapped through the

@@ -201,7 +201,7 @@ fn populate(space: &mut AddressSpace, program: &Program) -> Result<(), CreateErr
     }
     if let Some(data) = &program.data_template {
         for (index, template) in data.frames.iter().enumerate() {
-            let frame = frames::allocate().ok_or(CreateError::OutOfMemory)?;
+            let frame = frames::allocate_for_process().ok_or(CreateError::OutOfMemory)?;
             // SAFETY: both frames are mapped through the physical window; the
             // new one is ours alone, the template is only read.
             unsafe {
@@ -215,7 +215,7 @@ fn populate(space: &mut AddressSpace, program: &Program) -> Result<(), CreateErr
     }
     // Only the top stack page now (it holds `StartInfo`); the rest come on
     // first touch (`grow_stack`).
-    let frame = frames::allocate_zeroed().ok_or(CreateError::OutOfMemory)?;
+    let frame = frames::allocate_zeroed_for_process().ok_or(CreateError::OutOfMemory)?;
     if let Err(error) = space.map(USER_STACK_TOP - 4096, frame, Access::USER_DATA, true) {
         frames::deallocate(frame);
         return Err(map_error(error));
@@ -223,22 +223,38 @@ fn populate(space: &mut AddressSpace, program: &Program) -> Result<(), CreateErr
     Ok(())
 }
 
+/// What a page fault in a process's stack area came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StackGrowth {
+    /// A zeroed page is mapped there now: resume.
+    Grown,
+    /// The fault is not a stack growth (outside its reach, or a protection
+    /// fault): a fault of the program.
+    NotStack,
+    /// A growth, but no memory is left for processes.
+    NoMemory,
+}
+
 /// Maps a zeroed page for a page fault inside the stack's reach (above the
-/// guard page); returns false for any other fault.
-fn grow_stack(process: &Process, address: u64, error_code: u64) -> bool {
+/// guard page).
+fn grow_stack(process: &Process, address: u64, error_code: u64) -> StackGrowth {
     let stack_bottom = USER_STACK_TOP - process.program.stack_size.max(4096);
     let present = error_code & 1 != 0;
     if present || !(stack_bottom..USER_STACK_TOP).contains(&address) {
-        return false;
+        return StackGrowth::NotStack;
     }
-    let Some(frame) = frames::allocate_zeroed() else { return false };
+    let Some(frame) = frames::allocate_zeroed_for_process() else { return StackGrowth::NoMemory };
     let page = address & !4095;
     let mapped = process.task.with_address_space(|space| space.map(page, frame, Access::USER_DATA, true));
     match mapped {
-        Some(Ok(())) => true,
+        Some(Ok(())) => StackGrowth::Grown,
+        Some(Err(MapError::OutOfFrames)) => {
+            frames::deallocate(frame);
+            StackGrowth::NoMemory
+        }
         _ => {
             frames::deallocate(frame);
-            false
+            StackGrowth::NotStack
         }
     }
 }
@@ -649,7 +665,7 @@ impl Process {
             .task
             .with_address_space(|space| {
                 for page in 0..length / 4096 {
-                    let Some(frame) = frames::allocate_zeroed() else {
+                    let Some(frame) = frames::allocate_zeroed_for_process() else {
                         for undo in 0..page {
                             space.unmap(address + undo * 4096);
                         }
@@ -886,7 +902,7 @@ impl Process {
     /// the process's behalf. False otherwise. Takes the address space's
     /// lock: not to be called with it held.
     pub(crate) fn fault_in(&self, address: u64) -> bool {
-        grow_stack(self, address, 0)
+        grow_stack(self, address, 0) == StackGrowth::Grown
     }
 
     /// Records where a trap leaves the process (lazy Akaros bookkeeping):
@@ -1008,15 +1024,19 @@ fn handle_trap(
             outcome
         }
         Trap::Interrupt(_) => Outcome::Resume,
-        Trap::Exception { exception: Exception::PageFault, address, error_code }
-            if grow_stack(process, address, error_code) =>
-        {
-            Outcome::Resume
-        }
-        Trap::Exception { exception, address, .. } => {
+        Trap::Exception { exception, address, error_code } => {
+            let kind = match exception {
+                Exception::PageFault => match grow_stack(process, address, error_code) {
+                    StackGrowth::Grown => return Outcome::Resume,
+                    StackGrowth::NoMemory => FaultKind::OutOfMemory,
+                    StackGrowth::NotStack => fault_kind(exception),
+                },
+                _ => fault_kind(exception),
+            };
             let address = if exception == Exception::PageFault { address } else { context.rip };
-            let status = ExitStatus::Faulted { kind: fault_kind(exception), address };
-            log::info!("process {} '{}' ended: {} at {address:#x}", process.id, process.name(), exception.mnemonic());
+            let status = ExitStatus::Faulted { kind, address };
+            let why = if kind == FaultKind::OutOfMemory { "no memory to grow its stack" } else { exception.mnemonic() };
+            log::info!("process {} '{}' ended: {why} at {address:#x}", process.id, process.name());
             process.end(status);
             Outcome::Exit
         }

@@ -671,3 +671,66 @@ ktest!(a_start_that_fails_ends_the_process, || {
     }
     before.check_nothing_left("failed starts").map(drop)
 });
+
+ktest!(a_process_that_takes_all_memory_leaves_the_kernel_its_own, || {
+    // `hog` maps memory until the kernel refuses, and holds it. The kernel
+    // must refuse it with `OutOfMemory` while keeping memory for itself:
+    // its heap, threads and stacks, and the clean-up of the hog, go on.
+    let warm = create("hello", 0)?;
+    warm.start().map_err(|e| format!("{e}"))?;
+    task::join(warm.task());
+    drop(warm);
+    let before = Footprint::settled();
+    let hog = create("hog", 0)?;
+    // Made now, started once memory is gone: it gets nothing either, and
+    // when its stack cannot grow it ends with an out-of-memory fault there.
+    let second = create("hog", 1 << 32)?;
+    let outcome = (|| {
+        hog.start().map_err(|e| format!("{e}"))?;
+        // It sleeps, holding everything, once the kernel has said no.
+        let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 60;
+        while hog.state() != ProcState::Waiting && !hog.is_finished() && crate::arch::tsc::now() < deadline {
+            task::sleep_for_nanos(1_000_000);
+        }
+        check!(!hog.is_finished(), "the hog ended: {:?}", hog.exit_status());
+        check_eq!(hog.state(), ProcState::Waiting, "the hog never stopped taking memory");
+        let free = frames::free_count();
+        crate::println!("ktest-info: the hog left {free} frames free of {}", frames::total_count());
+        // The kernel's own needs are met: a megabyte of heap, and a
+        // kernel thread on every CPU (a stack each).
+        let block = alloc::vec![0u8; 1 << 20];
+        check_eq!(block.len(), 1 << 20);
+        drop(block);
+        for cpu in 0..smp::cpu_count() {
+            let handle = task::Builder::new("needs-a-stack")
+                .cpus(CpuSet::only(cpu))
+                .spawn(|| {})
+                .map_err(|e| format!("spawn with the memory taken: {e:?}"))?;
+            handle.join();
+        }
+        // A new process is refused with an error, or runs.
+        match proc::spawn("hello", 0) {
+            Ok(process) => {
+                task::join(process.task());
+                check_eq!(process.exit_status(), Some(ExitStatus::Exited(0)));
+            }
+            Err(error) => check_eq!(error, orrery_abi::Error::OutOfMemory),
+        }
+        second.start().map_err(|e| format!("{e}"))?;
+        task::join(second.task());
+        let stack = USER_STACK_TOP - second.program().stack_size..USER_STACK_TOP;
+        match second.exit_status() {
+            Some(ExitStatus::Faulted { kind: FaultKind::OutOfMemory, address }) => {
+                check!(stack.contains(&address), "it ended at {address:#x}, outside its stack {stack:x?}")
+            }
+            other => check!(false, "the second hog ended {other:?}"),
+        }
+        Ok(())
+    })();
+    end_and_join(&second, ExitStatus::Killed(0));
+    end_and_join(&hog, ExitStatus::Killed(0));
+    drop((hog, second));
+    outcome?;
+    before.check_nothing_left("a process that took all memory")?;
+    Ok(())
+});
