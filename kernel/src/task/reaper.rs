@@ -19,7 +19,7 @@
 //!    has no room for (which needs a TLB shoot-down across CPUs).
 
 use alloc::{sync::Arc, vec::Vec};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use orrery_lifetime::Cleanup;
 
@@ -42,6 +42,10 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 static REAPER: AtomicU64 = AtomicU64::new(0);
 static REAPED_THREADS: AtomicU64 = AtomicU64::new(0);
 static REAPED_TASKS: AtomicU64 = AtomicU64::new(0);
+/// Work the reaper took off [`WORK`] and has not finished yet: set under
+/// the lock that empties the queue, so [`backlog`] never reads zero while a
+/// teardown is under way.
+static IN_HAND: AtomicUsize = AtomicUsize::new(0);
 
 /// Part 1 of a thread's death, on its own stack (see the module docs).
 pub(super) fn retire(thread: &Thread) {
@@ -148,6 +152,7 @@ fn reaper_main() {
                 wait::block_releasing(Some(work));
                 continue;
             }
+            IN_HAND.store(work.stacks.len() + work.tasks.len(), Ordering::Release);
             (core::mem::take(&mut work.stacks), core::mem::take(&mut work.tasks))
         };
         // Unmaps each stack and shoots down its translations on every CPU.
@@ -155,6 +160,8 @@ fn reaper_main() {
         for (task, cleanup) in tasks {
             finish_task(&task, cleanup);
         }
+        // Every task reference it held is gone.
+        IN_HAND.store(0, Ordering::Release);
     }
 }
 
@@ -169,8 +176,9 @@ pub fn reaped() -> (u64, u64) {
     (REAPED_THREADS.load(Ordering::Relaxed), REAPED_TASKS.load(Ordering::Relaxed))
 }
 
-/// Work waiting for the reaper (for tests that wait for it to catch up).
+/// Work waiting for the reaper or under way (for tests that wait for it to
+/// catch up).
 pub fn backlog() -> usize {
     let work = WORK.lock();
-    work.stacks.len() + work.tasks.len()
+    work.stacks.len() + work.tasks.len() + IN_HAND.load(Ordering::Acquire)
 }

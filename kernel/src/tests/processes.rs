@@ -354,12 +354,15 @@ fn settle() {
     // it, which on a loaded host its CPU may make a while after its joiner
     // went on (a stack freed then, after a measurement, would count as
     // frames that appeared).
-    // And no thread record outliving its place in the table: whoever holds
-    // the last reference to one (a waker on another CPU) also holds its
-    // task, and with it the task's page-table root, which would be freed
-    // after the measurement.
+    // No thread of a killed task still to run to its end either (one
+    // killed before it first ran waits in a queue, holding its process
+    // record and address space, until its CPU gets to it). And no thread
+    // record outliving its place in the table: whoever holds the last
+    // reference to one (a waker on another CPU) also holds its task, and
+    // with it the task's page-table root. Either would be freed after the
+    // measurement.
     let deadline = crate::arch::tsc::now() + crate::arch::tsc::hz() * 20;
-    while (task::reaper::backlog() != 0 || dead_threads() != 0 || stray_thread_records())
+    while (task::reaper::backlog() != 0 || unfinished_threads() != 0 || stray_thread_records())
         && crate::arch::tsc::now() < deadline
     {
         task::sleep_for_nanos(200_000);
@@ -373,11 +376,14 @@ fn stray_thread_records() -> bool {
     task::thread::records() > task::thread::count()
 }
 
-/// Threads that died and wait for the switch that frees them.
-fn dead_threads() -> usize {
-    let mut dead = 0;
-    task::thread::for_each(|thread| dead += usize::from(thread.state() == task::ThreadState::Dead));
-    dead
+/// Threads that died and wait for the switch that frees them, or whose task
+/// was killed and that have yet to stop.
+fn unfinished_threads() -> usize {
+    let mut unfinished = 0;
+    task::thread::for_each(|thread| {
+        unfinished += usize::from(thread.state() == task::ThreadState::Dead || thread.must_stop());
+    });
+    unfinished
 }
 
 fn create_kill_cycles(count: usize) -> Result<(), alloc::string::String> {
