@@ -740,3 +740,45 @@ ktest!(a_process_that_takes_all_memory_leaves_the_kernel_its_own, || {
     before.check_nothing_left("a process that took all memory")?;
     Ok(())
 });
+
+ktest!(mailbox_pairs_killed_mid_call_leave_nothing, || {
+    // An echo server and a client on one CPU call each other with hand-offs
+    // (each call blocks one side and hands the CPU to the other, whose wait
+    // the ring ended); a kill lands at a varying moment, on the server or
+    // the client first. Whatever it interrupts, both must end, with the
+    // status the kill gave where it came first, and leave nothing behind.
+    let cpus = smp::cpu_count();
+    let pair = |round: usize| -> Result<(), alloc::string::String> {
+        let cpu = round % cpus;
+        let mailbox = MailboxObject::new(4).map_err(|e| format!("{e}"))?;
+        let server = create("echo-server", 0)?;
+        let client = create("echo-client", (1 << 32) | 1_000_000)?;
+        server.grant_mailbox(&mailbox, true).map_err(|e| format!("{e}"))?;
+        client.grant_mailbox(&mailbox, false).map_err(|e| format!("{e}"))?;
+        drop(mailbox);
+        server.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+        client.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
+        // From a few microseconds to a couple of milliseconds of calls.
+        task::sleep_for_nanos(5_000 + (round as u64 * 370_000) % 2_000_000);
+        let (first, second) = if round % 2 == 0 { (&server, &client) } else { (&client, &server) };
+        check!(first.end(ExitStatus::Killed(1)), "round {round}: the first victim had ended");
+        task::join(first.task());
+        check_eq!(first.exit_status(), Some(ExitStatus::Killed(1)), "round {round}");
+        second.end(ExitStatus::Killed(2));
+        task::join(second.task());
+        check!(second.is_finished(), "round {round}: the second did not finish");
+        Ok(())
+    };
+    let hand_offs = || (0..cpus).map(scheduler::hand_off_count).sum::<u64>();
+    pair(0)?;
+    let before = Footprint::settled();
+    let hand_offs_before = hand_offs();
+    for round in 1..24 {
+        pair(round)?;
+    }
+    let made = hand_offs() - hand_offs_before;
+    crate::println!("ktest-info: {made} hand-offs in 23 pairs");
+    check!(made >= 23, "only {made} hand-offs: the pairs did not call each other");
+    before.check_nothing_left("killed mailbox pairs")?;
+    Ok(())
+});
