@@ -760,7 +760,7 @@ ktest!(mailbox_pairs_killed_mid_call_leave_nothing, || {
         client.start_on(CpuSet::only(cpu)).map_err(|e| format!("{e}"))?;
         // From a few microseconds to a couple of milliseconds of calls.
         task::sleep_for_nanos(5_000 + (round as u64 * 370_000) % 2_000_000);
-        let (first, second) = if round % 2 == 0 { (&server, &client) } else { (&client, &server) };
+        let (first, second) = if round.is_multiple_of(2) { (&server, &client) } else { (&client, &server) };
         check!(first.end(ExitStatus::Killed(1)), "round {round}: the first victim had ended");
         task::join(first.task());
         check_eq!(first.exit_status(), Some(ExitStatus::Killed(1)), "round {round}");
