@@ -118,7 +118,7 @@ pub extern "C" fn boot_main(start_info: u32) -> ! {
     }
     // Before anything takes from the heap, whose first growth needs 64
     // frames in a row.
-    require_frames(MIN_FREE_FRAMES, format_args!("the kernel"));
+    require_frames(MIN_FREE_FRAMES, format_args!("the kernel's heap and boot"));
     arch::pcid::note_current(paging::kernel_root());
     traps::set_guard_page_check(stacks::is_guard_page);
     log::info!(

@@ -130,6 +130,7 @@ pub enum Outcome {
     /// to that thread (see [`scheduler::block_and_switch_to`]). Should the
     /// first poll be ready instead, the handler calls [`end_wait`], wakes
     /// the thread itself and returns the value.
+    ///
     /// The third field is what the target's own wait returns: the thread
     /// that hands the CPU over is the one that ended that wait.
     PendingHandOff(SyscallFuture, Arc<Thread>, u64),
