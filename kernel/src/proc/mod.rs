@@ -125,8 +125,11 @@ struct Layout {
 }
 
 static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(1);
-/// Every process record not yet dropped, for diagnostics.
-static REGISTRY: SpinLock<Vec<alloc::sync::Weak<Process>>> = SpinLock::new(Vec::new());
+/// Every process record not yet dropped, by id, for diagnostics and process
+/// trees. A record leaves it as it is dropped, so the map holds live
+/// processes only (a dead one's entry would keep its allocation).
+static REGISTRY: SpinLock<alloc::collections::BTreeMap<u64, alloc::sync::Weak<Process>>> =
+    SpinLock::new(alloc::collections::BTreeMap::new());
 /// Processes alive (created and not yet dropped), for tests.
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
@@ -313,11 +316,7 @@ impl Process {
             creator_retain: SpinLock::new(true),
         });
         LIVE.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut registry = REGISTRY.lock();
-            registry.retain(|weak| weak.strong_count() > 0);
-            registry.push(Arc::downgrade(&process));
-        }
+        REGISTRY.lock().insert(process.id, Arc::downgrade(&process));
         if let Err(error) = populated {
             process.abandon();
             return Err(error);
@@ -930,12 +929,19 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
+        // Taken out under the lock, dropped after it (dropping a `Weak`
+        // frees nothing but may free the allocation, outside the lock).
+        let entry = REGISTRY.lock().remove(&self.id);
+        drop(entry);
     }
 }
 
 /// Prints every process record still alive (for diagnosing leaks).
 pub fn dump_processes() {
-    for process in REGISTRY.lock().iter().filter_map(alloc::sync::Weak::upgrade) {
+    // Upgraded under the lock, used and dropped after it: dropping the last
+    // reference to a record takes the lock (`Drop for Process`).
+    let live: Vec<Arc<Process>> = REGISTRY.lock().values().filter_map(alloc::sync::Weak::upgrade).collect();
+    for process in live {
         crate::println!(
             "process {} '{}' {:?} exit {:?} finished {} references {} thread {:?}",
             process.id,
@@ -952,7 +958,7 @@ pub fn dump_processes() {
 /// Every live process descended from process `id` (its children, theirs,
 /// and so on), for tests that clean up after a process tree.
 pub fn descendants_of(id: u64) -> Vec<Arc<Process>> {
-    let all: Vec<Arc<Process>> = REGISTRY.lock().iter().filter_map(alloc::sync::Weak::upgrade).collect();
+    let all: Vec<Arc<Process>> = REGISTRY.lock().values().filter_map(alloc::sync::Weak::upgrade).collect();
     let mut found: Vec<Arc<Process>> = Vec::new();
     let mut parents = alloc::vec![id];
     while let Some(parent) = parents.pop() {

@@ -782,3 +782,45 @@ ktest!(mailbox_pairs_killed_mid_call_leave_nothing, || {
     before.check_nothing_left("killed mailbox pairs")?;
     Ok(())
 });
+
+ktest!(creating_processes_until_memory_runs_out_leaves_the_kernel_its_own, || {
+    // What a supervisor that creates processes in a loop does: each takes
+    // frames for its pages and page tables, and kernel heap for its
+    // records. Creation must end in `OutOfMemory` at the reserve, with the
+    // kernel still able to grow its heap and spawn threads, and everything
+    // must come back when the processes go.
+    let before = Footprint::settled();
+    let mut made = Vec::new();
+    let outcome = (|| {
+        let refused = loop {
+            match create("hello", 0) {
+                Ok(process) => made.push(process),
+                Err(error) => break error,
+            }
+            check!(made.len() < 1_000_000, "no end to process creation");
+        };
+        check!(refused.contains("OutOfMemory"), "creation ended with {refused}");
+        crate::println!(
+            "ktest-info: {} processes made before OutOfMemory, {} frames left free",
+            made.len(),
+            frames::free_count()
+        );
+        let block = alloc::vec![0u8; 1 << 20];
+        check_eq!(block.len(), 1 << 20);
+        drop(block);
+        for cpu in 0..smp::cpu_count() {
+            task::Builder::new("needs-a-stack")
+                .cpus(CpuSet::only(cpu))
+                .spawn(|| {})
+                .map_err(|e| format!("spawn with memory gone: {e:?}"))?
+                .join();
+        }
+        Ok(())
+    })();
+    for process in made.drain(..) {
+        end_and_join(&process, ExitStatus::Killed(0));
+    }
+    outcome?;
+    before.check_nothing_left("processes made until memory ran out")?;
+    Ok(())
+});
