@@ -824,3 +824,32 @@ ktest!(creating_processes_until_memory_runs_out_leaves_the_kernel_its_own, || {
     before.check_nothing_left("processes made until memory ran out")?;
     Ok(())
 });
+
+ktest!(a_process_mapping_page_by_page_until_memory_runs_out_leaves_the_kernel_its_own, || {
+    // Mapping one page per call until refused: besides the pages, each call
+    // adds to the process's own records of what it mapped.
+    let before = Footprint::settled();
+    let process = create("spinner", 1)?;
+    let outcome = (|| {
+        let mut pages = 0u64;
+        let refused = loop {
+            match process.map_memory(4096, true) {
+                Ok(_) => pages += 1,
+                Err(error) => break error,
+            }
+        };
+        crate::println!("ktest-info: {pages} pages mapped one by one, then {refused:?}");
+        check!(
+            matches!(refused, orrery_abi::Error::OutOfMemory | orrery_abi::Error::LimitReached),
+            "mapping ended with {refused:?}"
+        );
+        let block = alloc::vec![0u8; 1 << 20];
+        check_eq!(block.len(), 1 << 20);
+        Ok(())
+    })();
+    end_and_join(&process, ExitStatus::Killed(0));
+    drop(process);
+    outcome?;
+    before.check_nothing_left("a process mapped page by page")?;
+    Ok(())
+});
