@@ -357,5 +357,36 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     arch::interrupts::disable();
     apic::stop_other_cpus();
     console::write_fmt_panicking(format_args!("\nKERNEL PANIC on cpu{}: {info}\n", arch::cpu_index()));
+    print_return_addresses();
     qemu::exit(qemu::ExitCode::Failure)
+}
+
+/// Prints the return addresses on the panicking stack, by the frame-pointer
+/// chain (the kernel keeps frame pointers), for `addr2line -e` on the
+/// kernel image. Stops at the first frame pointer that is not a plausible
+/// kernel stack address, so a corrupt chain ends the list, not the report.
+fn print_return_addresses() {
+    let mut frame: u64;
+    // SAFETY: reads the frame-pointer register only.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) frame, options(nomem, nostack, preserves_flags)) };
+    console::write_fmt_panicking(format_args!("return addresses:"));
+    for _ in 0..24 {
+        let plausible = frame.is_multiple_of(8)
+            && (paging::KERNEL_STACKS_BASE..paging::KERNEL_STACKS_BASE + paging::KERNEL_STACKS_SIZE).contains(&frame)
+            || (paging::KERNEL_OFFSET..u64::MAX - 16).contains(&frame);
+        if !plausible {
+            break;
+        }
+        // SAFETY: `frame` is an aligned address in the kernel-stack region
+        // or the kernel image (the boot stacks), where this CPU's frames
+        // are; a guard page there would fault into the double-fault
+        // handler, which reports and stops as this does.
+        let (next, ret) = unsafe { (*(frame as *const u64), *((frame + 8) as *const u64)) };
+        if ret < paging::KERNEL_OFFSET {
+            break;
+        }
+        console::write_fmt_panicking(format_args!(" {ret:#x}"));
+        frame = next;
+    }
+    console::write_fmt_panicking(format_args!("\n"));
 }

@@ -44,6 +44,9 @@ pub struct ArchCpu {
     /// An identifier of the running user context's owner (offset 56), for
     /// the fast path.
     pub(crate) fast_owner: UnsafeCell<u64>,
+    /// The thread this CPU runs, as the scheduler's opaque pointer (offset
+    /// 64; see [`running_thread`]).
+    running_thread: UnsafeCell<u64>,
 }
 
 // SAFETY: each `ArchCpu` is written by its own CPU (or by the bootstrap CPU
@@ -62,6 +65,7 @@ impl ArchCpu {
             syscall_stack_top: UnsafeCell::new(0),
             fast_allowed: UnsafeCell::new(0),
             fast_owner: UnsafeCell::new(0),
+            running_thread: UnsafeCell::new(0),
         }
     }
 }
@@ -106,6 +110,30 @@ pub fn cpu_index() -> usize {
 }
 
 const _: () = assert!(MAX_CPUS.is_power_of_two(), "cpu_index masks with MAX_CPUS - 1");
+const _: () = assert!(core::mem::offset_of!(ArchCpu, running_thread) == 64, "read at gs:[64]");
+
+/// The thread the CPU this runs on runs, as recorded by
+/// [`set_running_thread`] (0 before the scheduler starts there).
+///
+/// One instruction, so a thread that migrates cannot read one CPU's index
+/// and another CPU's slot: it reads the slot of the CPU it runs on at that
+/// instruction, which is itself.
+#[inline(always)]
+pub fn running_thread() -> u64 {
+    let pointer: u64;
+    // SAFETY: GS points at this CPU's `ArchCpu` (see `cpu_index`), and
+    // offset 64 is `running_thread`.
+    unsafe { asm!("mov {}, gs:[64]", out(reg) pointer, options(nostack, readonly, preserves_flags)) };
+    pointer
+}
+
+/// Records the thread this CPU runs (the scheduler, at every switch, with
+/// interrupts off).
+#[inline(always)]
+pub fn set_running_thread(pointer: u64) {
+    // SAFETY: as in `running_thread`; only this CPU writes its slot.
+    unsafe { asm!("mov gs:[64], {}", in(reg) pointer, options(nostack, preserves_flags)) };
+}
 
 /// Local APIC id of CPU `index`, as recorded when it came online.
 pub fn apic_id_of(index: usize) -> u32 {

@@ -41,6 +41,11 @@ pub const PHYSMAP_LIMIT: u64 = (128 * 512) << 30;
 pub const KERNEL_STACKS_BASE: u64 = 0xffff_c000_0000_0000;
 /// Size of the kernel-stack region.
 pub const KERNEL_STACKS_SIZE: u64 = 512 << 30;
+/// Base of the region where the kernel heap maps frames that memory has no
+/// contiguous run of (PML4 slot 416; see `mm::heap`).
+pub const KERNEL_HEAP_BASE: u64 = 0xffff_d000_0000_0000;
+/// Size of the kernel-heap region.
+pub const KERNEL_HEAP_SIZE: u64 = 512 << 30;
 /// First address above the private (lower) half.
 pub const LOWER_HALF_END: u64 = 0x0000_8000_0000_0000;
 /// Bytes per page.

@@ -126,6 +126,17 @@ pub fn reserve() -> u64 {
     RESERVE.load(Ordering::Relaxed)
 }
 
+/// True while there is room for the kernel records a process asks for (a
+/// process record, a thread and its state, a mailbox, a mapping's entry):
+/// free frames above the [`reserve`] by one growth of the heap per CPU, so
+/// that heap those records make it take comes out of process memory, not
+/// out of the reserve. Checked where a process makes the kernel create
+/// such records; `OutOfMemory` otherwise.
+pub fn room_for_process_records() -> bool {
+    let margin = super::heap::GROWTH_FRAMES * crate::arch::smp::cpu_count() as u64;
+    FREE.load(Ordering::Relaxed) >= RESERVE.load(Ordering::Relaxed).saturating_add(margin)
+}
+
 /// [`allocate`] for process memory: `None` also when the frame would come
 /// out of the kernel's [`reserve`].
 pub fn allocate_for_process() -> Option<Frame> {

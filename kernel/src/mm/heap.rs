@@ -13,24 +13,36 @@
 //! The heap never gives frames back; its growth is bounded by the largest
 //! live set. Tests that check for leaks therefore read both the frame count
 //! and [`allocated_bytes`].
+//!
+//! It grows by a physically contiguous run, used through the physical
+//! window, when memory has one. When it has none long enough (processes
+//! holding frames scattered all over it), the heap takes single frames and
+//! maps them one after the other in its own region
+//! ([`KERNEL_HEAP_BASE`](crate::arch::paging::KERNEL_HEAP_BASE)), so that a
+//! large block (a run queue's arena, a table that doubles) never fails for
+//! want of physical contiguity while frames are free.
 
 use core::{
     alloc::{GlobalAlloc, Layout},
     cell::UnsafeCell,
     ptr::{NonNull, null_mut},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use talc::{OomHandler, Span, Talc};
 
 use super::frames;
 use crate::{
-    arch::{cpu::MAX_CPUS, cpu_index, interrupts, paging::phys_to_virt},
+    arch::{
+        cpu::MAX_CPUS,
+        cpu_index, interrupts,
+        paging::{Access, KERNEL_HEAP_BASE, KERNEL_HEAP_SIZE, map_kernel_page, phys_to_virt, unmap_kernel_page},
+    },
     sync::SpinLock,
 };
 
 /// Smallest step the heap grows by.
-const GROWTH_FRAMES: u64 = 64;
+pub const GROWTH_FRAMES: u64 = 64;
 
 struct GrowFromFrames;
 
@@ -38,12 +50,74 @@ impl OomHandler for GrowFromFrames {
     fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
         let needed = (layout.size() + layout.align() + 64).div_ceil(4096) as u64;
         let count = needed.max(GROWTH_FRAMES);
-        let first = frames::allocate_contiguous(count, 1).ok_or(())?;
-        let base = phys_to_virt(first.address()) as *mut u8;
+        // A run of `GROWTH_FRAMES` when memory has one; otherwise (processes
+        // holding frames all over it) just what this allocation needs: the
+        // heap grows through the physical window, so each claim must be
+        // physically contiguous, and a small block must not fail for want
+        // of a long run while single frames are free.
+        let (base, count, scattered) = match frames::allocate_contiguous(count, 1) {
+            Some(first) => (phys_to_virt(first.address()) as *mut u8, count, false),
+            None => (map_scattered(needed)?, needed, true),
+        };
         // SAFETY: the frames were just allocated for the heap alone and are
-        // mapped read-write through the physical window.
-        unsafe { talc.claim(Span::from_base_size(base, (count * 4096) as usize)).map(|_| ()) }
+        // mapped read-write, through the physical window or in the heap's
+        // region.
+        match unsafe { talc.claim(Span::from_base_size(base, (count * 4096) as usize)) } {
+            Ok(_) => Ok(()),
+            Err(()) => {
+                // Too small a span for the allocator's bookkeeping: not a
+                // reason to lose the frames.
+                give_back(base as u64, count, scattered);
+                Err(())
+            }
+        }
     }
+}
+
+/// Returns `count` frames the heap took at `base` and could not use.
+fn give_back(base: u64, count: u64, scattered: bool) {
+    for page in 0..count {
+        let address = base + page * 4096;
+        if scattered {
+            // SAFETY: mapped by `map_scattered` for this growth, unused.
+            if let Some((frame, _)) = unsafe { unmap_kernel_page(address) } {
+                frames::deallocate(frame);
+            }
+        } else {
+            frames::deallocate(orrery_frames::Frame::containing(address - crate::arch::paging::PHYSMAP_BASE));
+        }
+    }
+    if scattered {
+        NEXT_SCATTERED.store(base, Ordering::Relaxed);
+    }
+}
+
+/// Where the next scattered growth of the heap is mapped (only touched
+/// inside the out-of-memory handler, under the heap's lock).
+static NEXT_SCATTERED: AtomicU64 = AtomicU64::new(KERNEL_HEAP_BASE);
+
+/// Takes `count` frames one at a time and maps them consecutively in the
+/// heap's region; returns where they start. On failure nothing is kept.
+fn map_scattered(count: u64) -> Result<*mut u8, ()> {
+    let base = NEXT_SCATTERED.load(Ordering::Relaxed);
+    if base + count * 4096 > KERNEL_HEAP_BASE + KERNEL_HEAP_SIZE {
+        return Err(());
+    }
+    for page in 0..count {
+        let address = base + page * 4096;
+        let mapped = frames::allocate().ok_or(()).and_then(|frame| {
+            // SAFETY: `address` is in the heap's own region, above
+            // everything mapped there so far (the handler runs under the
+            // heap's lock, the region's only user).
+            unsafe { map_kernel_page(address, frame, Access::KERNEL_DATA, true) }.map_err(|_| frames::deallocate(frame))
+        });
+        if mapped.is_err() {
+            give_back(base, page, true);
+            return Err(());
+        }
+    }
+    NEXT_SCATTERED.store(base + count * 4096, Ordering::Relaxed);
+    Ok(base as *mut u8)
 }
 
 /// Size classes: 16 << class bytes.

@@ -51,6 +51,9 @@ impl MailboxObject {
         if slots == 0 || slots > MAX_MAILBOX_SLOTS {
             return Err(Error::BadLength);
         }
+        if !frames::room_for_process_records() {
+            return Err(Error::OutOfMemory);
+        }
         let bytes = orrery_mailbox::HEADER_BYTES as u64 + slots * orrery_mailbox::SLOT_BYTES as u64;
         let pages = bytes.div_ceil(4096);
         // Contiguous, so the kernel can lay the header and slots out through

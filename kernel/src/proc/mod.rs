@@ -119,7 +119,10 @@ enum Keeper {
 /// Where the next mappings of each kind go.
 struct Layout {
     next_map: u64,
-    maps: Vec<(u64, u64)>,
+    /// Start → length of each mapping `map_memory` made: a tree, so that a
+    /// process with very many mappings never needs one large contiguous
+    /// block of kernel heap for them.
+    maps: alloc::collections::BTreeMap<u64, u64>,
     next_shared: u64,
     next_mailbox: u64,
 }
@@ -291,6 +294,9 @@ impl Process {
         argument: u64,
         supervisor: bool,
     ) -> Result<Arc<Self>, CreateError> {
+        if !frames::room_for_process_records() {
+            return Err(CreateError::OutOfMemory);
+        }
         let task = task::new_task(Cow::Owned(String::from(name)), true).map_err(CreateError::Task)?;
         let populated = task.with_address_space(|space| populate(space, &program)).unwrap_or(Ok(()));
         let process = Arc::new(Process {
@@ -307,7 +313,7 @@ impl Process {
             start: SpinLock::new(StartDraft::default()),
             layout: SpinLock::new(Layout {
                 next_map: USER_MAP_BASE,
-                maps: Vec::new(),
+                maps: alloc::collections::BTreeMap::new(),
                 next_shared: USER_SHARED_BASE,
                 next_mailbox: orrery_abi::USER_MAILBOX_BASE,
             }),
@@ -656,7 +662,7 @@ impl Process {
                 return Err(Error::LimitReached);
             }
             layout.next_map += length + 4096;
-            layout.maps.push((address, length));
+            layout.maps.insert(address, length);
             address
         };
         let access = if writable { Access::USER_DATA } else { Access::USER_READ_ONLY };
@@ -682,7 +688,7 @@ impl Process {
             })
             .unwrap_or(Err(Error::OutOfMemory));
         if result.is_err() {
-            self.layout.lock().maps.retain(|(start, _)| *start != address);
+            self.layout.lock().maps.remove(&address);
         }
         result
     }
@@ -700,8 +706,10 @@ impl Process {
         let length = length.next_multiple_of(4096);
         {
             let mut layout = self.layout.lock();
-            let index = layout.maps.iter().position(|map| *map == (address, length)).ok_or(Error::NotMapped)?;
-            layout.maps.swap_remove(index);
+            if layout.maps.get(&address) != Some(&length) {
+                return Err(Error::NotMapped);
+            }
+            layout.maps.remove(&address);
         }
         let end = address + length;
         let mut start = address;
@@ -761,6 +769,11 @@ impl Process {
     /// The part of a start after the move to RUNNABLE_S: writes `StartInfo`
     /// and creates the thread. The caller ends the process on an error.
     fn launch(self: &Arc<Self>, cpus: CpuSet) -> Result<(), Error> {
+        // The thread record and its state are kernel memory made for the
+        // process.
+        if !frames::room_for_process_records() {
+            return Err(Error::OutOfMemory);
+        }
         let test_kill = self.take_start_kill();
         self.kill_for_test(test_kill, StartKillPoint::BeforeStartInfo);
         let info_address = (USER_STACK_TOP - 512) & !63;

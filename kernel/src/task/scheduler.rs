@@ -174,7 +174,10 @@ fn this_cpu() -> &'static CpuScheduler {
 
 /// The thread running on this CPU.
 pub fn current() -> &'static Thread {
-    let pointer = this_cpu().current.load(Ordering::Relaxed);
+    // Read in one instruction: a thread preempted and moved to another CPU
+    // between reading its CPU index and that CPU's current thread would
+    // see whoever runs on its old CPU.
+    let pointer = crate::arch::cpu::running_thread() as *const Thread;
     assert!(!pointer.is_null(), "no current thread: the scheduler is not running on this CPU");
     // SAFETY: the current thread is alive while it runs (the table holds it
     // until the reaper, which runs only after it is off every CPU).
@@ -183,7 +186,8 @@ pub fn current() -> &'static Thread {
 
 /// A strong reference to the thread running on this CPU.
 pub fn current_arc() -> Arc<Thread> {
-    let pointer = this_cpu().current.load(Ordering::Relaxed);
+    // See `current`.
+    let pointer = crate::arch::cpu::running_thread() as *const Thread;
     assert!(!pointer.is_null(), "no current thread: the scheduler is not running on this CPU");
     // SAFETY: the pointer is the table's `Arc` of the running thread, which
     // stays in the table (and so alive) at least until it has stopped
@@ -262,6 +266,7 @@ pub fn start_cpu(dispatcher: Arc<Thread>) {
         inner.slice_started = inner.picked_at;
         dispatcher.descriptor.set_state(ThreadState::Running);
         cpu.current.store(Arc::as_ptr(&dispatcher).cast_mut(), Ordering::Relaxed);
+        crate::arch::cpu::set_running_thread(Arc::as_ptr(&dispatcher) as u64);
         cpu.unlock();
     });
     cpu.ready.store(true, Ordering::Release);
@@ -583,6 +588,7 @@ pub fn block_and_switch_to(target: &Thread) -> HandOff {
     policy.charge(unsafe { &mut *me.descriptor.entity.get() }, now.saturating_sub(inner.picked_at));
     inner.picked_at = now;
     cpu.current.store((target as *const Thread).cast_mut(), Ordering::Relaxed);
+    crate::arch::cpu::set_running_thread(target as *const Thread as u64);
     // Only this CPU counts (under its lock): no locked adds.
     cpu.switches.store(cpu.switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     cpu.hand_offs.store(cpu.hand_offs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -874,6 +880,7 @@ pub fn schedule(why: Switch) {
     // timer write at every switch.)
     cpu.wake_check_at.store(u64::MAX, Ordering::Relaxed);
     cpu.current.store((next as *const Thread).cast_mut(), Ordering::Relaxed);
+    crate::arch::cpu::set_running_thread(next as *const Thread as u64);
     // User threads have no stack: they run on the dispatcher's.
     // SAFETY: the dispatcher pointer is set when the CPU starts and lives for
     // ever.
@@ -1210,7 +1217,10 @@ pub struct PreemptGuard {
 impl PreemptGuard {
     /// Enters a critical section.
     pub fn new() -> Self {
-        this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed);
+        // With interrupts off: a preemption between finding this CPU and
+        // counting would move the thread, and the count would land on the
+        // CPU it left. (Once counted, it stays here until the drop.)
+        interrupts::without(|| this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed));
         PreemptGuard { _not_send: core::marker::PhantomData }
     }
 

@@ -521,6 +521,11 @@ pub fn for_each(mut f: impl FnMut(&Thread)) {
     }
 }
 
+/// Chunks the thread table has made (it keeps them: capacity, not a leak).
+pub fn table_chunks() -> usize {
+    TABLE.chunks.iter().filter(|chunk| !chunk.load(Ordering::Acquire).is_null()).count()
+}
+
 /// Threads in the table (live or not yet reaped).
 pub fn count() -> usize {
     let free = TABLE.free.lock();

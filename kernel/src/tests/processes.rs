@@ -347,6 +347,17 @@ pub(super) fn allocation_slack() -> usize {
     8 + 2 * smp::cpu_count()
 }
 
+/// Makes the kernel take a megabyte of heap, as the small blocks its
+/// records are (a block of 4 KiB at most), and gives it back: what its own
+/// work needs while processes hold the rest of memory. (One block of a
+/// megabyte would also need that much contiguous memory, which processes
+/// holding frames all over it may not leave.)
+fn check_kernel_heap_grows() -> Result<(), alloc::string::String> {
+    let blocks: Vec<alloc::boxed::Box<[u8; 4096]>> = (0..256).map(|_| alloc::boxed::Box::new([0u8; 4096])).collect();
+    check_eq!(blocks.len(), 256);
+    Ok(())
+}
+
 /// Waits for the reaper and empties the stack cache.
 fn settle() {
     // The reaper's queue empty, and no thread dead but not yet freed: a
@@ -434,6 +445,13 @@ impl Footprint {
     /// Waits for the reaper, then fails if anything of `what` is left over
     /// since `self` was measured; returns the new figures.
     pub(super) fn check_nothing_left(&self, what: &str) -> Result<Self, alloc::string::String> {
+        self.check_nothing_left_beyond(what, 0)
+    }
+
+    /// [`check_nothing_left`](Self::check_nothing_left), allowing `grown`
+    /// more live allocations for structures the work grew and that stay
+    /// grown (chunks of the thread table).
+    pub(super) fn check_nothing_left_beyond(&self, what: &str, grown: usize) -> Result<Self, alloc::string::String> {
         settle();
         // A process record goes with its thread's record, freed by the next
         // thread on that CPU right after the last switch; on a loaded host
@@ -473,7 +491,7 @@ impl Footprint {
         // shared buffers, and per CPU a block of its futures' ready queue and
         // of its timer heap.
         check!(
-            after.allocations <= self.allocations + allocation_slack(),
+            after.allocations <= self.allocations + allocation_slack() + grown,
             "live heap allocations went from {} to {} over {what}",
             self.allocations,
             after.allocations
@@ -527,6 +545,18 @@ pub(super) fn finish_within(process: &Process, seconds: u64) -> bool {
 pub(super) fn end_and_join(process: &Process, status: ExitStatus) {
     process.end(status);
     task::join(process.task());
+}
+
+/// Ends every process in `processes`, then waits for them all (ending
+/// them one at a time and waiting for each would take as many scheduling
+/// rounds as there are processes), and empties the list.
+fn end_all_and_join(processes: &mut Vec<Arc<Process>>) {
+    for process in processes.iter() {
+        process.end(ExitStatus::Killed(0));
+    }
+    for process in processes.drain(..) {
+        task::join(process.task());
+    }
 }
 
 /// Runs the program `name` on `cpu` alone; how it ended.
@@ -688,8 +718,8 @@ ktest!(a_process_that_takes_all_memory_leaves_the_kernel_its_own, || {
     drop(warm);
     let before = Footprint::settled();
     let hog = create("hog", 0)?;
-    // Made now, started once memory is gone: it gets nothing either, and
-    // when its stack cannot grow it ends with an out-of-memory fault there.
+    // Takes everything too, then grows its stack, which the kernel cannot
+    // give it either: it ends with an out-of-memory fault there.
     let second = create("hog", 1 << 32)?;
     let outcome = (|| {
         hog.start().map_err(|e| format!("{e}"))?;
@@ -702,11 +732,9 @@ ktest!(a_process_that_takes_all_memory_leaves_the_kernel_its_own, || {
         check_eq!(hog.state(), ProcState::Waiting, "the hog never stopped taking memory");
         let free = frames::free_count();
         crate::println!("ktest-info: the hog left {free} frames free of {}", frames::total_count());
-        // The kernel's own needs are met: a megabyte of heap, and a
-        // kernel thread on every CPU (a stack each).
-        let block = alloc::vec![0u8; 1 << 20];
-        check_eq!(block.len(), 1 << 20);
-        drop(block);
+        // The kernel's own needs are met: its heap, and a kernel thread on
+        // every CPU (a stack each).
+        check_kernel_heap_grows()?;
         for cpu in 0..smp::cpu_count() {
             let handle = task::Builder::new("needs-a-stack")
                 .cpus(CpuSet::only(cpu))
@@ -714,7 +742,8 @@ ktest!(a_process_that_takes_all_memory_leaves_the_kernel_its_own, || {
                 .map_err(|e| format!("spawn with the memory taken: {e:?}"))?;
             handle.join();
         }
-        // A new process is refused with an error, or runs.
+        // A new process, or the start of one made before, is refused with
+        // an error, or runs.
         match proc::spawn("hello", 0) {
             Ok(process) => {
                 task::join(process.task());
@@ -722,6 +751,7 @@ ktest!(a_process_that_takes_all_memory_leaves_the_kernel_its_own, || {
             }
             Err(error) => check_eq!(error, orrery_abi::Error::OutOfMemory),
         }
+        end_and_join(&hog, ExitStatus::Killed(0));
         second.start().map_err(|e| format!("{e}"))?;
         task::join(second.task());
         let stack = USER_STACK_TOP - second.program().stack_size..USER_STACK_TOP;
@@ -805,9 +835,7 @@ ktest!(creating_processes_until_memory_runs_out_leaves_the_kernel_its_own, || {
             made.len(),
             frames::free_count()
         );
-        let block = alloc::vec![0u8; 1 << 20];
-        check_eq!(block.len(), 1 << 20);
-        drop(block);
+        check_kernel_heap_grows()?;
         for cpu in 0..smp::cpu_count() {
             task::Builder::new("needs-a-stack")
                 .cpus(CpuSet::only(cpu))
@@ -817,9 +845,7 @@ ktest!(creating_processes_until_memory_runs_out_leaves_the_kernel_its_own, || {
         }
         Ok(())
     })();
-    for process in made.drain(..) {
-        end_and_join(&process, ExitStatus::Killed(0));
-    }
+    end_all_and_join(&mut made);
     outcome?;
     before.check_nothing_left("processes made until memory ran out")?;
     Ok(())
@@ -843,13 +869,51 @@ ktest!(a_process_mapping_page_by_page_until_memory_runs_out_leaves_the_kernel_it
             matches!(refused, orrery_abi::Error::OutOfMemory | orrery_abi::Error::LimitReached),
             "mapping ended with {refused:?}"
         );
-        let block = alloc::vec![0u8; 1 << 20];
-        check_eq!(block.len(), 1 << 20);
+        check_kernel_heap_grows()?;
         Ok(())
     })();
     end_and_join(&process, ExitStatus::Killed(0));
     drop(process);
     outcome?;
     before.check_nothing_left("a process mapped page by page")?;
+    Ok(())
+});
+
+ktest!(starting_every_process_that_fit_leaves_the_kernel_its_own, || {
+    // Processes created until memory runs out, then all started: each start
+    // makes a thread record and user state, kernel memory that the frames
+    // the processes took did not pay for. Starts past what the kernel can
+    // hold must fail with an error, never take the kernel's last memory.
+    // The thread table grows by chunks it keeps: one allocation each.
+    let round = || -> Result<(), alloc::string::String> {
+        let mut made = Vec::new();
+        let outcome = (|| {
+            while let Ok(process) = create("spinner", 1) {
+                made.push(process);
+            }
+            let mut started = 0usize;
+            let mut refused = 0usize;
+            for process in &made {
+                match process.start() {
+                    Ok(()) => started += 1,
+                    Err(orrery_abi::Error::OutOfMemory) => refused += 1,
+                    Err(error) => check!(false, "a start failed with {error:?}"),
+                }
+            }
+            crate::println!(
+                "ktest-info: {} processes made, {started} started, {refused} refused; {} frames free",
+                made.len(),
+                frames::free_count()
+            );
+            check_kernel_heap_grows()
+        })();
+        end_all_and_join(&mut made);
+        outcome
+    };
+    let before = Footprint::settled();
+    let chunks = task::thread::table_chunks();
+    round()?;
+    let grown = task::thread::table_chunks() - chunks;
+    before.check_nothing_left_beyond("every process that fit, started", grown)?;
     Ok(())
 });
