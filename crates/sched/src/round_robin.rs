@@ -218,7 +218,8 @@ impl Policy for RoundRobin {
         // The head runs; the running entity takes over its slot, which
         // moves to the tail. (The lag it leaves there means nothing: round
         // robin hands every entity back level.)
-        core::mem::swap(&mut node.entity, running);
+        // (Copies, not `mem::swap`, which does not always inline.)
+        *running = core::mem::replace(&mut node.entity, *running);
         node.generation = node.generation.wrapping_add(1);
         let generation = node.generation;
         let next = node.next;

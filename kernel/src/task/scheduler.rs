@@ -281,21 +281,22 @@ pub fn start_cpu(dispatcher: Arc<Thread>) {
 /// The caller holds `cpu`'s lock.
 unsafe fn pick_locked(cpu: &CpuScheduler, inner: &mut Inner) -> *const Thread {
     let policy = inner.policy.as_mut().expect("scheduler started");
-    while let Some(entity) = policy.pick_next() {
-        cpu.queued.store(policy.len() as u32, Ordering::Relaxed);
-        let Some(next) = thread::lookup(entity.id) else { continue };
-        // SAFETY: the thread was queued here, so this lock covers its fields.
-        unsafe {
-            *next.descriptor.entity.get() = entity;
-            *next.descriptor.token.get() = None;
-        }
-        // A thread of a killed task still runs once more: it stops at the
-        // point where it resumes (a preemption point, or a wait that first
-        // takes back its registration).
-        return next;
+    let picked = policy.pick_next();
+    cpu.queued.store(policy.len() as u32, Ordering::Relaxed);
+    let Some(entity) = picked else {
+        return inner.dispatcher;
+    };
+    // SAFETY: it was queued here, so it is alive.
+    let next = unsafe { thread::of_entity(&entity) };
+    // SAFETY: the thread was queued here, so this lock covers its fields.
+    unsafe {
+        *next.descriptor.entity.get() = entity;
+        *next.descriptor.token.get() = None;
     }
-    cpu.queued.store(0, Ordering::Relaxed);
-    inner.dispatcher
+    // A thread of a killed task still runs once more: it stops at the
+    // point where it resumes (a preemption point, or a wait that first
+    // takes back its registration).
+    next
 }
 
 /// What an enqueue asks of the CPU it enqueued on.
@@ -687,7 +688,9 @@ pub fn preempt_point() {
     if current.state() != ThreadState::Running || current.kind == ThreadKind::User {
         return;
     }
-    schedule(Switch::Preempt);
+    if !requeue_fast(Switch::Preempt) {
+        schedule(Switch::Preempt);
+    }
 }
 
 /// True when this CPU should reschedule (for the dispatcher's user loop).
@@ -697,7 +700,94 @@ pub fn reschedule_due() -> bool {
 
 /// Gives way to another runnable thread, if any.
 pub fn yield_now() {
-    schedule(Switch::Yield);
+    // Ready futures send the CPU to its dispatcher: the general path.
+    if !requeue_fast(Switch::Yield) {
+        schedule(Switch::Yield);
+    }
+}
+
+/// The common case of `schedule` on a lean path of its own: a kernel thread
+/// that yields or is preempted and may stay on this CPU. One policy call
+/// charges it, queues it and picks the next; the switch follows with
+/// nothing else to decide. Returns false, having changed nothing, when the
+/// general path is needed: a dispatcher or user thread, ready kernel
+/// futures, a critical section, a thread that must stop or may no longer
+/// run here.
+#[inline(never)]
+fn requeue_fast(why: Switch) -> bool {
+    let saved = interrupts::save_and_disable();
+    let here = cpu_index();
+    let cpu = &CPUS[here];
+    // SAFETY: the current thread is alive while it runs; with interrupts
+    // off it stays this CPU's.
+    let previous: &Thread = unsafe { &*(crate::arch::cpu::running_thread() as *const Thread) };
+    if previous.kind != ThreadKind::Kernel
+        || cpu.preempt_count.load(Ordering::Relaxed) != 0
+        || previous.must_stop()
+        || !previous.descriptor.allowed().contains(here)
+    {
+        interrupts::restore(saved);
+        return false;
+    }
+    cpu.lock();
+    cpu.need_resched.store(false, Ordering::Relaxed);
+    // SAFETY: lock held, interrupts off.
+    let inner = unsafe { cpu.inner() };
+    let now = tsc::now();
+    let Some(policy) = inner.policy.as_mut() else {
+        cpu.unlock();
+        interrupts::restore(saved);
+        return false;
+    };
+    let reason = if why == Switch::Yield { EnqueueReason::Yielded } else { EnqueueReason::Preempted };
+    // Ready futures go before threads: the dispatcher polls them. Read
+    // under the lock and after the request is cleared, as in `schedule`:
+    // a `futures_ready` this misses sets the request again.
+    if cpu.futures.load(Ordering::Acquire) {
+        // SAFETY: the running thread's entity belongs to this CPU's lock.
+        policy.charge(unsafe { &mut *previous.descriptor.entity.get() }, now.saturating_sub(inner.picked_at));
+        // SAFETY: lock held; the running thread is ours to queue.
+        unsafe { enqueue_locked(cpu, here, previous, reason) };
+        // SAFETY: the dispatcher lives for ever; lock held, interrupts
+        // off, `previous` queued.
+        unsafe { switch_away(cpu, here, inner, previous, &*inner.dispatcher, now, u64::MAX, why, saved) };
+        return true;
+    }
+    // SAFETY: the running thread's entity belongs to this CPU's lock. The
+    // policy leaves in it the entity of the thread to run next.
+    let running = unsafe { &mut *previous.descriptor.entity.get() };
+    let (next, slice) = match policy.requeue_and_pick(running, now.saturating_sub(inner.picked_at), reason) {
+        Ok(Picked { queued: Some(token), slice }) => {
+            let entity = *running;
+            // SAFETY: it was queued here, so it is alive.
+            let next = unsafe { thread::of_entity(&entity) };
+            // SAFETY: `previous` is queued under `token` now; the picked
+            // thread left this CPU's queue, so its fields are ours.
+            unsafe {
+                *previous.descriptor.token.get() = Some(token);
+                *next.descriptor.entity.get() = entity;
+                *next.descriptor.token.get() = None;
+            }
+            previous.descriptor.set_state(ThreadState::Runnable);
+            (next, slice)
+        }
+        Ok(Picked { queued: None, slice }) => {
+            // Still first in line: it runs on, with a fresh slice.
+            inner.picked_at = now;
+            inner.slice_started = now;
+            cpu.wake_check_at.store(u64::MAX, Ordering::Relaxed);
+            time::set_slice_deadline_on(here, now + slice);
+            cpu.unlock();
+            super::reaper::kick_if_pending();
+            interrupts::restore(saved);
+            return true;
+        }
+        Err(_) => unreachable!("the built-in policies requeue without failing"),
+    };
+    // SAFETY: lock held, interrupts off; `previous` is queued and `next`
+    // picked here.
+    unsafe { switch_away(cpu, here, inner, previous, next, now, now + slice, why, saved) };
+    true
 }
 
 /// Waits after the caller marked the thread `Blocking` and made it findable
@@ -781,15 +871,16 @@ pub fn schedule(why: Switch) {
                 // One in, one out: the queue length is unchanged. (A thread
                 // gone from the table while queued cannot happen: threads
                 // leave it only once dead; if it did, the pick below runs.)
-                if let Some(next) = thread::lookup(entity.id) {
-                    // SAFETY: the picked thread left this CPU's queue.
-                    unsafe {
-                        *next.descriptor.entity.get() = entity;
-                        *next.descriptor.token.get() = None;
-                    }
-                    picked = Some(next);
-                    picked_slice = Some(slice);
+                // SAFETY: it was queued here, so it is alive; it left this
+                // CPU's queue, so its fields are ours.
+                let next = unsafe { thread::of_entity(&entity) };
+                // SAFETY: as just said.
+                unsafe {
+                    *next.descriptor.entity.get() = entity;
+                    *next.descriptor.token.get() = None;
                 }
+                picked = Some(next);
+                picked_slice = Some(slice);
             }
             Err(_) => unreachable!("the built-in policies requeue without failing"),
         }
@@ -871,6 +962,43 @@ pub fn schedule(why: Switch) {
         }
         return;
     }
+    let slice_end = if core::ptr::eq(next, inner.dispatcher) {
+        u64::MAX
+    } else {
+        now + picked_slice.unwrap_or_else(|| {
+            let policy = inner.policy.as_ref().expect("started");
+            // SAFETY: `next` was just picked here; its entity is ours.
+            policy.time_slice(unsafe { &*next.descriptor.entity.get() })
+        })
+    };
+    // SAFETY: lock held, interrupts off (`saved` is their state before);
+    // `previous` is put away and `next` picked, as `switch_away` requires.
+    unsafe { switch_away(cpu, here, inner, previous, next, now, slice_end, why, saved) };
+}
+
+/// The switch itself, shared by `schedule` and `requeue_fast`: makes `next`
+/// this CPU's running thread until `slice_end`, switches address space,
+/// FPU state and stack, and on resuming releases the lock and stops a
+/// killed kernel thread.
+///
+/// # Safety
+/// The caller holds `cpu`'s lock with interrupts off (`saved` is their
+/// state before), `here` is this CPU, `previous` is the thread that was
+/// running and is already put where it belongs (queued, blocked, dead or
+/// evicted), and `next` was picked here and is not running anywhere.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "the switch's whole state, passed in registers")]
+unsafe fn switch_away(
+    cpu: &CpuScheduler,
+    here: usize,
+    inner: &mut Inner,
+    previous: &Thread,
+    next: &Thread,
+    now: u64,
+    slice_end: u64,
+    why: Switch,
+    saved: interrupts::SavedState,
+) {
     next.descriptor.set_state(ThreadState::Running);
     next.descriptor.cpu.store(here as u32, Ordering::Relaxed);
     inner.picked_at = now;
@@ -889,15 +1017,6 @@ pub fn schedule(why: Switch) {
     let to_stack = if next.kind == ThreadKind::User { dispatcher } else { next };
     // Only this CPU counts its switches (under its lock): no locked add.
     cpu.switches.store(cpu.switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    let slice_end = if core::ptr::eq(next, inner.dispatcher) {
-        u64::MAX
-    } else {
-        now + picked_slice.unwrap_or_else(|| {
-            let policy = inner.policy.as_ref().expect("started");
-            // SAFETY: `next` was just picked here; its entity is ours.
-            policy.time_slice(unsafe { &*next.descriptor.entity.get() })
-        })
-    };
     time::set_slice_deadline_on(here, slice_end);
     if trace::is_enabled() {
         let kind = match why {
@@ -965,14 +1084,21 @@ pub fn schedule(why: Switch) {
 /// The second half of every switch, run by the thread that resumes:
 /// releases the run-queue lock the previous thread took, and hands on a
 /// dead or evicted previous thread.
+#[inline(always)]
 pub(super) fn finish_switch() {
     let cpu = this_cpu();
     // SAFETY: the lock is held (taken by the thread that switched to us).
     let inner = unsafe { cpu.inner() };
+    if inner.dead.is_null() && inner.evicted.is_null() {
+        // The common case: nothing to hand on, nothing to clear.
+        cpu.unlock();
+        super::reaper::kick_if_pending();
+        return;
+    }
     let dead = core::mem::replace(&mut inner.dead, core::ptr::null());
     let evicted = core::mem::replace(&mut inner.evicted, core::ptr::null());
     cpu.unlock();
-    hand_on(dead, evicted);
+    hand_on_slow(dead, evicted);
 }
 
 /// Hands on a thread that died or was evicted in the last switch (the
@@ -1070,13 +1196,14 @@ pub fn pull_work() -> bool {
         // SAFETY: both locks held.
         let (from, to) = unsafe { (CPUS[source].inner(), CPUS[me].inner()) };
         let stolen = from.policy.as_mut().expect("started").steal(&mut |entity| {
-            thread::lookup(entity.id).is_some_and(|thread| thread.descriptor.allowed().contains(me))
+            // SAFETY: a queued entity's thread is alive.
+            unsafe { thread::of_entity(entity) }.descriptor.allowed().contains(me)
         });
         CPUS[source].queued.store(from.policy.as_ref().expect("started").len() as u32, Ordering::Relaxed);
         let mut moved = None;
-        if let Some(entity) = stolen
-            && let Some(thread) = thread::lookup(entity.id)
-        {
+        if let Some(entity) = stolen {
+            // SAFETY: it was queued on `source`, so it is alive.
+            let thread = unsafe { thread::of_entity(&entity) };
             // SAFETY: the thread left the source queue; both locks held.
             unsafe {
                 *thread.descriptor.entity.get() = entity;
@@ -1174,14 +1301,14 @@ pub fn set_policy(target: usize, kind: PolicyKind) -> Result<(), orrery_sched::C
         let old = inner.policy.as_mut().expect("started");
         old.drain(&mut moved);
         for entity in moved.drain(..) {
-            if let Some(thread) = thread::lookup(entity.id) {
-                let token = match policy.enqueue(entity, EnqueueReason::Migrated) {
-                    Ok(token) => token,
-                    Err(error) => panic!("policy change on cpu{target}: {error}"),
-                };
-                // SAFETY: the thread is queued on this CPU, whose lock we hold.
-                unsafe { *thread.descriptor.token.get() = Some(token) };
-            }
+            // SAFETY: it was queued here, so it is alive.
+            let thread = unsafe { thread::of_entity(&entity) };
+            let token = match policy.enqueue(entity, EnqueueReason::Migrated) {
+                Ok(token) => token,
+                Err(error) => panic!("policy change on cpu{target}: {error}"),
+            };
+            // SAFETY: the thread is queued on this CPU, whose lock we hold.
+            unsafe { *thread.descriptor.token.get() = Some(token) };
         }
         cpu.queued.store(policy.len() as u32, Ordering::Relaxed);
         inner.policy = Some(policy);

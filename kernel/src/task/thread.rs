@@ -158,7 +158,9 @@ pub struct Descriptor {
     pub(super) allowed: AtomicU64,
     /// The affine partner, encoded (see [`Affine`]).
     affine: AtomicU64,
-    /// Policy data while not queued (rq).
+    /// Policy data while not queued (rq). Its `id` is not the thread's id
+    /// but its address (see [`policy_key`]), so that what a policy picks
+    /// leads to the thread with no table lookup.
     pub(super) entity: UnsafeCell<Entity>,
     /// Token of its run-queue entry while queued (rq).
     pub(super) token: UnsafeCell<Option<orrery_sched::Token>>,
@@ -439,6 +441,8 @@ pub(super) fn create(spec: ThreadSpec) -> Result<Arc<Thread>, ThreadError> {
         retired: AtomicBool::new(false),
     });
     // SAFETY: the thread is not shared yet.
+    unsafe { (*thread.descriptor.entity.get()).id = policy_key(&thread) };
+    // SAFETY: as above.
     if let Some(user) = unsafe { (*thread.user.get()).as_mut() } {
         user.set_waker(id);
     }
@@ -450,6 +454,24 @@ pub(super) fn create(spec: ThreadSpec) -> Result<Arc<Thread>, ThreadError> {
         }
     }
     Ok(thread)
+}
+
+/// The name a thread's entity carries in the policies: its address, which
+/// is unique among live threads (and only live threads are queued).
+fn policy_key(thread: &Arc<Thread>) -> ThreadId {
+    ThreadId(Arc::as_ptr(thread) as u64)
+}
+
+/// The thread a policy's entity stands for.
+///
+/// # Safety
+/// `entity` is one the policies handed back (from a queue, a pick, a steal
+/// or a drain) of a thread that has not died since: queued threads are in
+/// the table, which keeps them alive until the reaper removes them dead.
+#[inline(always)]
+pub(super) unsafe fn of_entity(entity: &Entity) -> &'static Thread {
+    // SAFETY: per the contract, the address of a live thread.
+    unsafe { &*(entity.id.0 as *const Thread) }
 }
 
 /// The live thread with this id.
