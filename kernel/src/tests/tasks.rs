@@ -527,61 +527,63 @@ ktest!(critical_sections_defer_preemption_and_nest, || {
     Ok(())
 });
 
+/// Loads a pattern made from `seed` into xmm0-15 (ymm0-15 with AVX).
+fn fill_vector_registers(seed: u64, avx: bool) {
+    let mut values = [0u64; 64];
+    for (index, value) in values.iter_mut().enumerate() {
+        *value = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index as u64);
+    }
+    // SAFETY: only FPU registers are written; this thread saves and
+    // restores them (spawned with `.fpu()`), and the kernel itself does
+    // not use them.
+    unsafe {
+        if avx {
+            core::arch::asm!(
+                "vmovdqu ymm0, [{0}]", "vmovdqu ymm1, [{0} + 32]", "vmovdqu ymm2, [{0} + 64]", "vmovdqu ymm3, [{0} + 96]",
+                "vmovdqu ymm4, [{0} + 128]", "vmovdqu ymm5, [{0} + 160]", "vmovdqu ymm6, [{0} + 192]", "vmovdqu ymm7, [{0} + 224]",
+                "vmovdqu ymm8, [{0} + 256]", "vmovdqu ymm9, [{0} + 288]", "vmovdqu ymm10, [{0} + 320]", "vmovdqu ymm11, [{0} + 352]",
+                "vmovdqu ymm12, [{0} + 384]", "vmovdqu ymm13, [{0} + 416]", "vmovdqu ymm14, [{0} + 448]", "vmovdqu ymm15, [{0} + 480]",
+                in(reg) values.as_ptr(),
+            );
+        } else {
+            core::arch::asm!(
+                "movdqu xmm0, [{0}]", "movdqu xmm1, [{0} + 16]", "movdqu xmm2, [{0} + 32]", "movdqu xmm3, [{0} + 48]",
+                "movdqu xmm4, [{0} + 64]", "movdqu xmm5, [{0} + 80]", "movdqu xmm6, [{0} + 96]", "movdqu xmm7, [{0} + 112]",
+                "movdqu xmm8, [{0} + 128]", "movdqu xmm9, [{0} + 144]", "movdqu xmm10, [{0} + 160]", "movdqu xmm11, [{0} + 176]",
+                "movdqu xmm12, [{0} + 192]", "movdqu xmm13, [{0} + 208]", "movdqu xmm14, [{0} + 224]", "movdqu xmm15, [{0} + 240]",
+                in(reg) values.as_ptr(),
+            );
+        }
+    }
+}
+/// Reads xmm0-15 (ymm0-15 with AVX): 32 (64) words.
+fn read_vector_registers(avx: bool) -> [u64; 64] {
+    let mut values = [0u64; 64];
+    // SAFETY: reads FPU registers into a local buffer.
+    unsafe {
+        if avx {
+            core::arch::asm!(
+                "vmovdqu [{0}], ymm0", "vmovdqu [{0} + 32], ymm1", "vmovdqu [{0} + 64], ymm2", "vmovdqu [{0} + 96], ymm3",
+                "vmovdqu [{0} + 128], ymm4", "vmovdqu [{0} + 160], ymm5", "vmovdqu [{0} + 192], ymm6", "vmovdqu [{0} + 224], ymm7",
+                "vmovdqu [{0} + 256], ymm8", "vmovdqu [{0} + 288], ymm9", "vmovdqu [{0} + 320], ymm10", "vmovdqu [{0} + 352], ymm11",
+                "vmovdqu [{0} + 384], ymm12", "vmovdqu [{0} + 416], ymm13", "vmovdqu [{0} + 448], ymm14", "vmovdqu [{0} + 480], ymm15",
+                in(reg) values.as_mut_ptr(),
+            );
+        } else {
+            core::arch::asm!(
+                "movdqu [{0}], xmm0", "movdqu [{0} + 16], xmm1", "movdqu [{0} + 32], xmm2", "movdqu [{0} + 48], xmm3",
+                "movdqu [{0} + 64], xmm4", "movdqu [{0} + 80], xmm5", "movdqu [{0} + 96], xmm6", "movdqu [{0} + 112], xmm7",
+                "movdqu [{0} + 128], xmm8", "movdqu [{0} + 144], xmm9", "movdqu [{0} + 160], xmm10", "movdqu [{0} + 176], xmm11",
+                "movdqu [{0} + 192], xmm12", "movdqu [{0} + 208], xmm13", "movdqu [{0} + 224], xmm14", "movdqu [{0} + 240], xmm15",
+                in(reg) values.as_mut_ptr(),
+            );
+        }
+    }
+    values
+}
+
 ktest!(fpu_state_survives_switches_and_migration, || {
-    use core::arch::asm;
     let avx = crate::arch::cpu::features().avx;
-    fn fill(seed: u64, avx: bool) {
-        let mut values = [0u64; 64];
-        for (index, value) in values.iter_mut().enumerate() {
-            *value = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(index as u64);
-        }
-        // SAFETY: only FPU registers are written; this thread saves and
-        // restores them (spawned with `.fpu()`), and the kernel itself does
-        // not use them.
-        unsafe {
-            if avx {
-                asm!(
-                    "vmovdqu ymm0, [{0}]", "vmovdqu ymm1, [{0} + 32]", "vmovdqu ymm2, [{0} + 64]", "vmovdqu ymm3, [{0} + 96]",
-                    "vmovdqu ymm4, [{0} + 128]", "vmovdqu ymm5, [{0} + 160]", "vmovdqu ymm6, [{0} + 192]", "vmovdqu ymm7, [{0} + 224]",
-                    "vmovdqu ymm8, [{0} + 256]", "vmovdqu ymm9, [{0} + 288]", "vmovdqu ymm10, [{0} + 320]", "vmovdqu ymm11, [{0} + 352]",
-                    "vmovdqu ymm12, [{0} + 384]", "vmovdqu ymm13, [{0} + 416]", "vmovdqu ymm14, [{0} + 448]", "vmovdqu ymm15, [{0} + 480]",
-                    in(reg) values.as_ptr(),
-                );
-            } else {
-                asm!(
-                    "movdqu xmm0, [{0}]", "movdqu xmm1, [{0} + 16]", "movdqu xmm2, [{0} + 32]", "movdqu xmm3, [{0} + 48]",
-                    "movdqu xmm4, [{0} + 64]", "movdqu xmm5, [{0} + 80]", "movdqu xmm6, [{0} + 96]", "movdqu xmm7, [{0} + 112]",
-                    "movdqu xmm8, [{0} + 128]", "movdqu xmm9, [{0} + 144]", "movdqu xmm10, [{0} + 160]", "movdqu xmm11, [{0} + 176]",
-                    "movdqu xmm12, [{0} + 192]", "movdqu xmm13, [{0} + 208]", "movdqu xmm14, [{0} + 224]", "movdqu xmm15, [{0} + 240]",
-                    in(reg) values.as_ptr(),
-                );
-            }
-        }
-    }
-    fn read(avx: bool) -> [u64; 64] {
-        let mut values = [0u64; 64];
-        // SAFETY: reads FPU registers into a local buffer.
-        unsafe {
-            if avx {
-                asm!(
-                    "vmovdqu [{0}], ymm0", "vmovdqu [{0} + 32], ymm1", "vmovdqu [{0} + 64], ymm2", "vmovdqu [{0} + 96], ymm3",
-                    "vmovdqu [{0} + 128], ymm4", "vmovdqu [{0} + 160], ymm5", "vmovdqu [{0} + 192], ymm6", "vmovdqu [{0} + 224], ymm7",
-                    "vmovdqu [{0} + 256], ymm8", "vmovdqu [{0} + 288], ymm9", "vmovdqu [{0} + 320], ymm10", "vmovdqu [{0} + 352], ymm11",
-                    "vmovdqu [{0} + 384], ymm12", "vmovdqu [{0} + 416], ymm13", "vmovdqu [{0} + 448], ymm14", "vmovdqu [{0} + 480], ymm15",
-                    in(reg) values.as_mut_ptr(),
-                );
-            } else {
-                asm!(
-                    "movdqu [{0}], xmm0", "movdqu [{0} + 16], xmm1", "movdqu [{0} + 32], xmm2", "movdqu [{0} + 48], xmm3",
-                    "movdqu [{0} + 64], xmm4", "movdqu [{0} + 80], xmm5", "movdqu [{0} + 96], xmm6", "movdqu [{0} + 112], xmm7",
-                    "movdqu [{0} + 128], xmm8", "movdqu [{0} + 144], xmm9", "movdqu [{0} + 160], xmm10", "movdqu [{0} + 176], xmm11",
-                    "movdqu [{0} + 192], xmm12", "movdqu [{0} + 208], xmm13", "movdqu [{0} + 224], xmm14", "movdqu [{0} + 240], xmm15",
-                    in(reg) values.as_mut_ptr(),
-                );
-            }
-        }
-        values
-    }
     let words = if avx { 64 } else { 32 };
     let errors = Arc::new(AtomicU32::new(0));
     let migrations = Arc::new(AtomicU32::new(0));
@@ -593,8 +595,8 @@ ktest!(fpu_state_survives_switches_and_migration, || {
                 .fpu()
                 .spawn(move || {
                     let mut expected = [0u64; 64];
-                    fill(seed, avx);
-                    expected[..words].copy_from_slice(&read(avx)[..words]);
+                    fill_vector_registers(seed, avx);
+                    expected[..words].copy_from_slice(&read_vector_registers(avx)[..words]);
                     let mut last_cpu = cpu_index();
                     for round in 0..60u64 {
                         match round % 3 {
@@ -615,9 +617,9 @@ ktest!(fpu_state_survives_switches_and_migration, || {
                             migrations.fetch_add(1, Ordering::Relaxed);
                             last_cpu = cpu_index();
                         }
-                        if read(avx)[..words] != expected[..words] {
+                        if read_vector_registers(avx)[..words] != expected[..words] {
                             errors.fetch_add(1, Ordering::Relaxed);
-                            fill(seed, avx);
+                            fill_vector_registers(seed, avx);
                         }
                     }
                 })
@@ -756,6 +758,168 @@ ktest!(policy_changes_at_run_time, || {
     for handle in &handles {
         check_eq!(handle.join(), ExitStatus::Exited(0));
     }
+    Ok(())
+});
+
+/// xorshift64*: the chaos controller's choices, reproducible from the seed
+/// it prints.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+ktest!(scheduler_chaos_loses_no_thread, || {
+    // Workers of four kinds (yielding, yielding with live vector registers,
+    // sleeping, spinning until preempted) and an echo server with two
+    // clients run on every CPU while a controller, at random, changes CPUs'
+    // policies, moves threads by affinity, and spawns and kills victims.
+    // No thread may be lost, run as another, or lose its vector registers,
+    // and every one must still run at the end.
+    const WORKERS: usize = 12;
+    const ACTIONS: usize = 600;
+    let cpus = smp::cpu_count();
+    let all_cpus = if cpus >= 64 { u64::MAX } else { (1u64 << cpus) - 1 };
+    let avx = crate::arch::cpu::features().avx;
+    let words = if avx { 64 } else { 32 };
+    let seed = tsc::now() | 1;
+    let policies_before: Vec<PolicyKind> = (0..cpus).map(scheduler::policy_of).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+    let faults = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for index in 0..WORKERS {
+        let (stop, progress, faults) = (stop.clone(), progress.clone(), faults.clone());
+        let mut builder = Builder::new("chaos-worker");
+        if index % 4 == 1 {
+            builder = builder.fpu();
+        }
+        let worker = builder
+            .spawn(move || {
+                let me = task::current_id();
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    match index % 4 {
+                        0 => task::yield_now(),
+                        1 => {
+                            let pattern = ((index as u64) << 32) | round;
+                            fill_vector_registers(pattern, avx);
+                            let expected = read_vector_registers(avx);
+                            task::yield_now();
+                            if read_vector_registers(avx)[..words] != expected[..words] {
+                                faults.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        2 => {
+                            task::sleep_for_nanos(20_000 + (round % 8) * 10_000);
+                        }
+                        _ => {
+                            for _ in 0..2_000 {
+                                core::hint::spin_loop();
+                            }
+                        }
+                    }
+                    if task::current_id() != me {
+                        faults.fetch_add(1 << 32, Ordering::Relaxed);
+                    }
+                    progress[index].fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .map_err(|e| format!("{e:?}"))?;
+        workers.push(worker);
+    }
+    let mailbox = crate::proc::mailbox::MailboxObject::new(8).map_err(|e| format!("{e}"))?;
+    let server = super::processes::create("echo-server", 0)?;
+    server.grant_mailbox(&mailbox, true).map_err(|e| format!("{e}"))?;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let client = super::processes::create("echo-client", 400)?;
+        client.grant_mailbox(&mailbox, false).map_err(|e| format!("{e}"))?;
+        clients.push(client);
+    }
+    server.start().map_err(|e| format!("{e}"))?;
+    for client in &clients {
+        client.start().map_err(|e| format!("{e}"))?;
+    }
+    let mut random = seed;
+    let mut victims = Vec::new();
+    let mut counts = [0usize; 5];
+    for _ in 0..ACTIONS {
+        let choice = next_random(&mut random);
+        let action = (choice % 5) as usize;
+        counts[action] += 1;
+        let pick = (choice >> 8) as usize;
+        let mask = match (choice >> 32) & all_cpus {
+            0 => 1 << (pick % cpus),
+            mask => mask,
+        };
+        match action {
+            0 => {
+                let kind = if choice & (1 << 40) != 0 { PolicyKind::Fair } else { PolicyKind::RoundRobin };
+                scheduler::set_policy(pick % cpus, kind).map_err(|e| format!("{e:?}"))?;
+            }
+            1 => {
+                if let Some(thread) = task::thread::get(workers[pick % WORKERS].thread_id()) {
+                    scheduler::set_affinity(&thread, CpuSet(mask));
+                }
+            }
+            2 => {
+                let process = if pick.is_multiple_of(3) { &server } else { &clients[pick % 2] };
+                if let Some(thread) = process.thread().and_then(task::thread::get) {
+                    scheduler::set_affinity(&thread, CpuSet(mask));
+                }
+            }
+            3 => {
+                victims.push(spawn_victim(pick % 3, pick % cpus).map_err(|e| format!("{e:?}"))?);
+                if victims.len() > 4 {
+                    let victim = victims.remove(0);
+                    victim.kill(1);
+                    check_eq!(victim.join_until(tsc::now() + tsc::hz() * 10), Some(ExitStatus::Killed(1)));
+                }
+            }
+            _ => {
+                task::sleep_for_nanos(100_000);
+            }
+        }
+    }
+    for (cpu, &kind) in policies_before.iter().enumerate() {
+        scheduler::set_policy(cpu, kind).map_err(|e| format!("{e:?}"))?;
+    }
+    for worker in &workers {
+        if let Some(thread) = task::thread::get(worker.thread_id()) {
+            scheduler::set_affinity(&thread, CpuSet::ALL);
+        }
+    }
+    // Every worker runs on after the last change.
+    let snapshot: Vec<u64> = progress.iter().map(|count| count.load(Ordering::Relaxed)).collect();
+    let all_ran =
+        wait_for(30_000, || progress.iter().zip(&snapshot).all(|(count, &then)| count.load(Ordering::Relaxed) > then));
+    stop.store(true, Ordering::Relaxed);
+    for victim in victims.drain(..) {
+        victim.kill(1);
+        check_eq!(victim.join_until(tsc::now() + tsc::hz() * 10), Some(ExitStatus::Killed(1)));
+    }
+    for worker in &workers {
+        check_eq!(worker.join_until(tsc::now() + tsc::hz() * 30), Some(ExitStatus::Exited(0)));
+    }
+    for client in &clients {
+        if let Some(thread) = client.thread().and_then(task::thread::get) {
+            scheduler::set_affinity(&thread, CpuSet::ALL);
+        }
+        check!(super::processes::finish_within(client, 60), "an echo client did not finish");
+        check_eq!(client.exit_status(), Some(orrery_abi::ExitStatus::Exited(0)), "an echo client got a wrong answer");
+    }
+    super::processes::end_and_join(&server, orrery_abi::ExitStatus::Killed(0));
+    let faults = faults.load(Ordering::Relaxed);
+    check_eq!(faults >> 32, 0, "a worker ran as another thread (seed {seed:#x})");
+    check_eq!(faults & 0xffff_ffff, 0, "vector registers lost (seed {seed:#x})");
+    check!(all_ran, "a worker stopped running after the chaos (seed {seed:#x})");
+    crate::println!(
+        "ktest-info: chaos on {cpus} CPUs, seed {seed:#x}: {counts:?} policy/worker-affinity/process-affinity/victim/sleep actions, worker rounds {:?}",
+        progress.iter().map(|count| count.load(Ordering::Relaxed)).collect::<Vec<_>>()
+    );
     Ok(())
 });
 
