@@ -688,9 +688,7 @@ pub fn preempt_point() {
     if current.state() != ThreadState::Running || current.kind == ThreadKind::User {
         return;
     }
-    if !requeue_fast(Switch::Preempt) {
-        schedule(Switch::Preempt);
-    }
+    requeue(Switch::Preempt);
 }
 
 /// True when this CPU should reschedule (for the dispatcher's user loop).
@@ -700,19 +698,26 @@ pub fn reschedule_due() -> bool {
 
 /// Gives way to another runnable thread, if any.
 pub fn yield_now() {
-    // Ready futures send the CPU to its dispatcher: the general path.
-    if !requeue_fast(Switch::Yield) {
-        schedule(Switch::Yield);
+    requeue(Switch::Yield);
+}
+
+/// Puts the running thread back in the queue for `why` (a yield or a
+/// preemption) and runs whoever comes next: the lean path when it applies,
+/// `schedule` otherwise.
+pub fn requeue(why: Switch) {
+    debug_assert!(matches!(why, Switch::Yield | Switch::Preempt));
+    if !requeue_fast(why) {
+        schedule(why);
     }
 }
 
-/// The common case of `schedule` on a lean path of its own: a kernel thread
-/// that yields or is preempted and may stay on this CPU. One policy call
-/// charges it, queues it and picks the next; the switch follows with
-/// nothing else to decide. Returns false, having changed nothing, when the
-/// general path is needed: a dispatcher or user thread, ready kernel
-/// futures, a critical section, a thread that must stop or may no longer
-/// run here.
+/// The common case of `schedule` on a lean path of its own: a kernel or
+/// user thread that yields or is preempted and may stay on this CPU. One
+/// policy call charges it, queues it and picks the next; the switch follows
+/// with nothing else to decide. Returns false, having changed nothing, when
+/// the general path is needed: the dispatcher, a critical section, a thread
+/// that must stop or may no longer run here. (Ready kernel futures are
+/// handled here: the thread is queued and the dispatcher runs next.)
 #[inline(never)]
 fn requeue_fast(why: Switch) -> bool {
     let saved = interrupts::save_and_disable();
@@ -721,7 +726,7 @@ fn requeue_fast(why: Switch) -> bool {
     // SAFETY: the current thread is alive while it runs; with interrupts
     // off it stays this CPU's.
     let previous: &Thread = unsafe { &*(crate::arch::cpu::running_thread() as *const Thread) };
-    if previous.kind != ThreadKind::Kernel
+    if previous.kind == ThreadKind::Dispatcher
         || cpu.preempt_count.load(Ordering::Relaxed) != 0
         || previous.must_stop()
         || !previous.descriptor.allowed().contains(here)
@@ -841,50 +846,8 @@ pub fn schedule(why: Switch) {
     let to_dispatcher = !is_dispatcher && cpu.futures.load(Ordering::Acquire);
     let mut why = why;
     // The common case, a yield or preemption of a thread that may stay
-    // here: one call charges it, queues it and picks the next.
-    let mut picked: Option<&Thread> = None;
-    // The slice the policy gave the thread it picked in that one call.
-    let mut picked_slice: Option<u64> = None;
-    if !is_dispatcher
-        && !to_dispatcher
-        && matches!(why, Switch::Yield | Switch::Preempt)
-        && !previous.must_stop()
-        && previous.descriptor.allowed().contains(here)
-    {
-        let policy = inner.policy.as_mut().expect("started");
-        let reason = if why == Switch::Yield { EnqueueReason::Yielded } else { EnqueueReason::Preempted };
-        // SAFETY: the running thread's entity belongs to this CPU's lock.
-        let running = unsafe { &mut *previous.descriptor.entity.get() };
-        let mut entity = *running;
-        match policy.requeue_and_pick(&mut entity, now.saturating_sub(inner.picked_at), reason) {
-            Ok(Picked { queued: None, slice }) => {
-                // Still first: it runs on.
-                *running = entity;
-                picked = Some(previous);
-                picked_slice = Some(slice);
-            }
-            Ok(Picked { queued: Some(token), slice }) => {
-                // SAFETY: as above; `previous` is queued under `token` now and
-                // the entity handed back is the next thread's.
-                unsafe { *previous.descriptor.token.get() = Some(token) };
-                previous.descriptor.set_state(ThreadState::Runnable);
-                // One in, one out: the queue length is unchanged. (A thread
-                // gone from the table while queued cannot happen: threads
-                // leave it only once dead; if it did, the pick below runs.)
-                // SAFETY: it was queued here, so it is alive; it left this
-                // CPU's queue, so its fields are ours.
-                let next = unsafe { thread::of_entity(&entity) };
-                // SAFETY: as just said.
-                unsafe {
-                    *next.descriptor.entity.get() = entity;
-                    *next.descriptor.token.get() = None;
-                }
-                picked = Some(next);
-                picked_slice = Some(slice);
-            }
-            Err(_) => unreachable!("the built-in policies requeue without failing"),
-        }
-    } else if !is_dispatcher {
+    // here, takes `requeue_fast` before coming here; this is the rest.
+    if !is_dispatcher {
         let policy = inner.policy.as_mut().expect("started");
         // SAFETY: the running thread's entity belongs to this CPU's lock.
         let entity = unsafe { &mut *previous.descriptor.entity.get() };
@@ -930,13 +893,13 @@ pub fn schedule(why: Switch) {
             }
         }
     }
-    let next = match picked {
-        Some(next) => next,
+    let next = if to_dispatcher {
         // SAFETY: the dispatcher lives for ever.
-        None if to_dispatcher => unsafe { &*inner.dispatcher },
+        unsafe { &*inner.dispatcher }
+    } else {
         // SAFETY: lock held; a picked thread stays alive while it is this
         // CPU's to run.
-        None => unsafe { &*pick_locked(cpu, inner) },
+        unsafe { &*pick_locked(cpu, inner) }
     };
     if core::ptr::eq(next, previous) {
         // Only the dispatcher can be picked "again" (a running thread is in
@@ -947,11 +910,9 @@ pub fn schedule(why: Switch) {
         cpu.wake_check_at.store(u64::MAX, Ordering::Relaxed);
         if !is_dispatcher {
             // It runs on: a fresh slice, or nothing would preempt it again.
-            let slice = picked_slice.unwrap_or_else(|| {
-                let policy = inner.policy.as_ref().expect("started");
-                // SAFETY: the running thread's entity belongs to this CPU's lock.
-                policy.time_slice(unsafe { &*previous.descriptor.entity.get() })
-            });
+            let policy = inner.policy.as_ref().expect("started");
+            // SAFETY: the running thread's entity belongs to this CPU's lock.
+            let slice = policy.time_slice(unsafe { &*previous.descriptor.entity.get() });
             time::set_slice_deadline_on(here, now + slice);
         }
         cpu.unlock();
@@ -965,11 +926,9 @@ pub fn schedule(why: Switch) {
     let slice_end = if core::ptr::eq(next, inner.dispatcher) {
         u64::MAX
     } else {
-        now + picked_slice.unwrap_or_else(|| {
-            let policy = inner.policy.as_ref().expect("started");
-            // SAFETY: `next` was just picked here; its entity is ours.
-            policy.time_slice(unsafe { &*next.descriptor.entity.get() })
-        })
+        let policy = inner.policy.as_ref().expect("started");
+        // SAFETY: `next` was just picked here; its entity is ours.
+        now + policy.time_slice(unsafe { &*next.descriptor.entity.get() })
     };
     // SAFETY: lock held, interrupts off (`saved` is their state before);
     // `previous` is put away and `next` picked, as `switch_away` requires.

@@ -403,7 +403,7 @@ pub(super) fn run(thread: &Thread) {
         interrupts::disable();
         if scheduler::reschedule_due() {
             interrupts::enable();
-            scheduler::schedule(Switch::Preempt);
+            scheduler::requeue(Switch::Preempt);
             return;
         }
         let cpu = cpu_index();
@@ -466,7 +466,7 @@ pub(super) fn run(thread: &Thread) {
             }
             Outcome::Yield => {
                 state.context.set_return(0);
-                scheduler::schedule(Switch::Yield);
+                scheduler::requeue(Switch::Yield);
                 return;
             }
             Outcome::Exit => {
