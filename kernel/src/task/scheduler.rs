@@ -726,15 +726,19 @@ fn requeue_fast(why: Switch) -> bool {
     // SAFETY: the current thread is alive while it runs; with interrupts
     // off it stays this CPU's.
     let previous: &Thread = unsafe { &*(crate::arch::cpu::running_thread() as *const Thread) };
-    if previous.kind == ThreadKind::Dispatcher
-        || cpu.preempt_count.load(Ordering::Relaxed) != 0
-        || previous.must_stop()
-        || !previous.descriptor.allowed().contains(here)
-    {
+    if previous.kind == ThreadKind::Dispatcher || cpu.preempt_count.load(Ordering::Relaxed) != 0 {
         interrupts::restore(saved);
         return false;
     }
     cpu.lock();
+    // Read under the lock: `set_affinity` and `kill_task` change these
+    // before they take it to ask for a reschedule, which the store below
+    // clears.
+    if previous.must_stop() || !previous.descriptor.allowed().contains(here) {
+        cpu.unlock();
+        interrupts::restore(saved);
+        return false;
+    }
     cpu.need_resched.store(false, Ordering::Relaxed);
     // SAFETY: lock held, interrupts off.
     let inner = unsafe { cpu.inner() };
