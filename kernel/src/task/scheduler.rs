@@ -326,7 +326,7 @@ unsafe fn enqueue_locked(cpu: &CpuScheduler, target: usize, thread: &Thread, why
     let entity = unsafe { *thread.descriptor.entity.get() };
     let token = match policy.enqueue(entity, why) {
         Ok(token) => token,
-        Err(error) => panic!("run queue of cpu{target} cannot grow: {error}"),
+        Err(error) => panic!("run queue of cpu{target} cannot grow for thread {}: {}", thread.id().0, error.cause),
     };
     cpu.queued.store(policy.len() as u32, Ordering::Relaxed);
     // SAFETY: as above.
@@ -1268,7 +1268,7 @@ pub fn set_policy(target: usize, kind: PolicyKind) -> Result<(), orrery_sched::C
             let thread = unsafe { thread::of_entity(&entity) };
             let token = match policy.enqueue(entity, EnqueueReason::Migrated) {
                 Ok(token) => token,
-                Err(error) => panic!("policy change on cpu{target}: {error}"),
+                Err(error) => panic!("policy change on cpu{target}, thread {}: {}", thread.id().0, error.cause),
             };
             // SAFETY: the thread is queued on this CPU, whose lock we hold.
             unsafe { *thread.descriptor.token.get() = Some(token) };
@@ -1359,18 +1359,6 @@ pub fn entity_of(thread: &Thread) -> Entity {
         cpu.lock();
         // SAFETY: read under the lock of the thread's CPU.
         let entity = unsafe { *thread.descriptor.entity.get() };
-        cpu.unlock();
-        entity
-    })
-}
-
-/// The entity of the current thread as the policy last left it (tests).
-pub fn current_entity() -> Entity {
-    interrupts::without(|| {
-        let cpu = this_cpu();
-        cpu.lock();
-        // SAFETY: lock held; the running thread's entity is ours.
-        let entity = unsafe { *current().descriptor.entity.get() };
         cpu.unlock();
         entity
     })
